@@ -1,0 +1,36 @@
+"""Small, named fixes that make RecBole 1.2.1 run on today's stack.
+
+Each module fixes one upstream break and exposes ``apply()``; :func:`apply_all` runs them once, early
+(``import recbole_mkg`` does it). Every fix is idempotent, and each has a test in
+``tests/test_compat.py`` that fails without it.
+
+==========================  =====================================================================
+module                      what it fixes
+==========================  =====================================================================
+numpy2_aliases              ``Config()`` and the metrics use ``np.float_``/``np.float``/``np.long``,
+                            removed in NumPy 2.
+scipy_dok_update            LightGCN, NGCF, SpectralCF, GCMC, NCL, KGIN, MCCLK call the private
+                            ``dok_matrix._update``, removed in SciPy 1.15+.
+safe_checkpoints            RecBole pickles its ``Config`` into checkpoints, which ``torch.load``
+                            refuses by default since torch 2.6 (``weights_only``); the plugin's
+                            checkpoints store the config as plain data, written atomically.
+==========================  =====================================================================
+
+Two more upstream breaks are handled where they belong rather than by patching: ``recbole.quick_start``
+imports ``ray.tune`` at import time (the plugin never imports it: :mod:`recbole_mkg.quick_start`), and
+RecBole's DDP set-up hard-codes NCCL and CUDA (:class:`recbole_mkg.config.Config` lifts that).
+"""
+from recbole_mkg.compat import numpy2_aliases, safe_checkpoints, scipy_dok_update
+
+_APPLIED = False
+
+
+def apply_all():
+    """Apply every compatibility fix (idempotent)."""
+    global _APPLIED
+    if _APPLIED:
+        return
+    numpy2_aliases.apply()
+    scipy_dok_update.apply()
+    safe_checkpoints.apply()
+    _APPLIED = True

@@ -1,0 +1,144 @@
+"""Checkpoints that ``torch.load(..., weights_only=True)`` accepts, written atomically.
+
+RecBole 1.2.1 saves ``{"config": <Config object>, ...}``. Since torch 2.6 ``torch.load`` defaults to
+``weights_only=True`` and refuses the pickled ``Config`` (``evaluate(load_best_model=True)`` fails), and
+unpickling arbitrary classes can run code. The fix replaces ``Trainer._save_checkpoint`` and
+``Trainer.resume_checkpoint`` for every RecBole trainer:
+
+* the config is stored as plain data (``{"model", "dataset", "config_dict", "final_config"}``), numpy
+  scalars as Python numbers, so the file loads with ``weights_only=True`` on any torch >= 2.0;
+* the file is written to a temporary name in the same folder and renamed, so a crash never leaves a
+  half-written checkpoint;
+* :func:`load_checkpoint` loads a RecBole-format (pickled-Config) checkpoint only when the caller opts in
+  with ``trusted=True``.
+"""
+import enum
+import os
+import pickle
+import tempfile
+
+import numpy as np
+import torch
+
+PLAIN_CONFIG_FORMAT = "recbole_mkg.plain_config.v1"
+
+
+class UntrustedCheckpointError(RuntimeError):
+    """Raised when a checkpoint needs full unpickling and the caller did not opt in."""
+
+
+def to_plain(value):
+    """Recursively turn a config value into data that ``weights_only`` unpickling accepts."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, enum.Enum):
+        return value.name
+    if isinstance(value, dict):
+        return {str(k): to_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return [to_plain(v) for v in value]
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        return value.item()
+    return str(value)
+
+
+def plain_config(config):
+    """A plain-data snapshot of a RecBole ``Config`` that is enough to rebuild it."""
+    return {
+        "format": PLAIN_CONFIG_FORMAT,
+        "model": config["model"],
+        "dataset": config["dataset"],
+        "config_dict": to_plain(getattr(config, "external_config_dict", {})),
+        "final_config": to_plain(getattr(config, "final_config_dict", {})),
+    }
+
+
+def atomic_torch_save(obj, path):
+    """``torch.save`` to a temporary file beside ``path``, then ``os.replace`` it into place."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pth", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def load_checkpoint(path, map_location="cpu", trusted=False):
+    """Load a checkpoint; the config comes back as plain data (see :func:`plain_config`).
+
+    Args:
+        path (str): checkpoint file.
+        map_location: as for ``torch.load``.
+        trusted (bool): allow full unpickling, needed for RecBole-format checkpoints that pickle the
+            ``Config`` class. Only for files you trust: unpickling can run arbitrary code.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint file not found: {path}")
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        if not trusted:
+            raise UntrustedCheckpointError(
+                f"{path} is not a plain-data checkpoint (it pickles Python objects, as RecBole's own "
+                f"checkpoints do with their Config). Loading it can run code: if you trust the file, "
+                f"pass trusted=True (CLI: --trust_checkpoint=True). Details: {str(err).splitlines()[0]}"
+            ) from err
+        checkpoint = torch.load(path, map_location=map_location, weights_only=False)
+    config = checkpoint.get("config")
+    if config is not None and not (isinstance(config, dict) and config.get("format") == PLAIN_CONFIG_FORMAT):
+        checkpoint["config"] = plain_config(config)
+    return checkpoint
+
+
+def _save_checkpoint(self, epoch, verbose=True, **kwargs):
+    if not self.config["single_spec"] and self.config["local_rank"] != 0:
+        return
+    saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
+    state = {
+        "config": plain_config(self.config),
+        "epoch": int(epoch),
+        "cur_step": int(self.cur_step),
+        "best_valid_score": float(self.best_valid_score),
+        "state_dict": self.model.state_dict(),
+        "other_parameter": self.model.other_parameter(),
+        "optimizer": self.optimizer.state_dict(),
+    }
+    atomic_torch_save(state, saved_model_file)
+    if verbose:
+        from recbole.utils import set_color
+
+        self.logger.info(set_color("Saving current", "blue") + f": {saved_model_file}")
+
+
+def _resume_checkpoint(self, resume_file):
+    resume_file = str(resume_file)
+    self.saved_model_file = resume_file
+    checkpoint = load_checkpoint(
+        resume_file, map_location=self.device, trusted=bool(self.config["trust_checkpoint"])
+    )
+    self.start_epoch = checkpoint["epoch"] + 1
+    self.cur_step = checkpoint["cur_step"]
+    self.best_valid_score = checkpoint["best_valid_score"]
+    if checkpoint["config"]["model"].lower() != self.config["model"].lower():
+        self.logger.warning(
+            "Architecture configuration given in config file is different from that of checkpoint. "
+            "This may yield an exception while state_dict is being loaded."
+        )
+    self.model.load_state_dict(checkpoint["state_dict"])
+    self.model.load_other_parameter(checkpoint.get("other_parameter"))
+    self.optimizer.load_state_dict(checkpoint["optimizer"])
+    self.logger.info(f"Checkpoint loaded. Resume training from epoch {self.start_epoch}")
+
+
+def apply():
+    from recbole.trainer.trainer import Trainer
+
+    Trainer._save_checkpoint = _save_checkpoint
+    Trainer.resume_checkpoint = _resume_checkpoint

@@ -1,0 +1,86 @@
+"""The plugin's ``Config``: finds plugin models, merges ``recbole_mkg/properties/*.yaml``.
+
+Merging order (later wins), the way RecBole merges its own:
+RecBole's properties (overall, model, dataset, quick-start type) -> the plugin's ``overall.yaml`` ->
+the plugin's ``dataset/<dataset>.yaml`` -> the plugin's ``model/<Model>.yaml`` -> config files ->
+``config_dict`` (the CLI passes its ``--key=value`` flags here).
+
+Differences from RecBole's ``Config``:
+
+* ``sys.argv`` is never read (RecBole reads any ``--key=value`` there, pytest's flags included): the CLI
+  parses its flags and hands them over as ``config_dict``.
+* distributed training may use the ``gloo`` backend on CPU (``ddp_backend``), where RecBole hard-codes
+  NCCL and CUDA devices.
+"""
+import os
+
+import torch
+from recbole.config.configurator import Config as RecBoleConfig
+
+from recbole_mkg.utils import canonical_model_name, get_model
+
+PROPERTIES_DIR = os.path.join(os.path.dirname(os.path.realpath(__file__)), "properties")
+
+
+class Config(RecBoleConfig):
+    def __init__(self, model=None, dataset=None, config_file_list=None, config_dict=None):
+        if isinstance(model, str):
+            model = canonical_model_name(model)
+        for path in config_file_list or []:
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"config file not found: {path} (given in config_file_list / --config_files)")
+        super().__init__(model, dataset, config_file_list, config_dict)
+
+    def _load_cmd_line(self):
+        """Never read ``sys.argv``; see the module docstring."""
+        return dict()
+
+    def _get_model_and_dataset(self, model, dataset):
+        if model is None:
+            model = self.external_config_dict.get("model")
+            if model is None:
+                raise KeyError("model must be given: as an argument, in a config file or in config_dict")
+        if isinstance(model, str):
+            final_model = canonical_model_name(model)
+            final_model_class = get_model(final_model)
+        else:
+            final_model_class, final_model = model, model.__name__
+        if dataset is None:
+            dataset = self.external_config_dict.get("dataset")
+            if dataset is None:
+                raise KeyError("dataset must be given: as an argument, in a config file or in config_dict")
+        return final_model, final_model_class, dataset
+
+    def _load_internal_config_dict(self, model, model_class, dataset):
+        super()._load_internal_config_dict(model, model_class, dataset)
+        for path in (
+            os.path.join(PROPERTIES_DIR, "overall.yaml"),
+            os.path.join(PROPERTIES_DIR, "dataset", f"{dataset}.yaml"),
+            os.path.join(PROPERTIES_DIR, "model", f"{model}.yaml"),
+        ):
+            if os.path.isfile(path):
+                self._update_internal_config_dict(path)
+
+    def _init_device(self):
+        """RecBole's device set-up, plus CPU/gloo distributed training (``ddp_backend``)."""
+        distributed = "local_rank" in self.final_config_dict
+        backend = self.final_config_dict.get("ddp_backend") or "auto"
+        if backend == "auto":
+            backend = "nccl" if torch.cuda.is_available() and self.final_config_dict["use_gpu"] else "gloo"
+        if not distributed or backend == "nccl":
+            return super()._init_device()
+        cfg = self.final_config_dict
+        cfg["gpu_id"] = str(cfg["gpu_id"]) if not isinstance(cfg["gpu_id"], tuple) else ",".join(map(str, cfg["gpu_id"]))
+        if not torch.distributed.is_initialized():
+            torch.distributed.init_process_group(
+                backend=backend,
+                rank=cfg["local_rank"] + cfg["offset"],
+                world_size=cfg["world_size"],
+                init_method=f"tcp://{cfg['ip']}:{cfg['port']}",
+            )
+        cfg["device"] = torch.device("cpu")
+        cfg["single_spec"] = False
+        if cfg["local_rank"] != 0:
+            cfg["state"] = "error"
+            cfg["show_progress"] = False
+            cfg["verbose"] = False

@@ -1,0 +1,155 @@
+"""Datasets: RecBole's ``KnowledgeBasedDataset`` plus per-entity multimodal features and masks.
+
+:class:`MultimodalKGDataset` loads, after RecBole has read and remapped the ``.inter/.kg/.link`` files,
+one feature file per modality the model uses (config ``feature_files`` picks the file, ``modalities``
+the model's modalities) and aligns the rows to RecBole's internal entity ids:
+
+* ``dataset.modal_features[m]``: ``torch.FloatTensor`` [entity_num, D_m] (zeros where missing);
+* ``dataset.modal_masks[m]``: ``torch.BoolTensor`` [entity_num], ``True`` where the entity has a row;
+* ``dataset.modal_info[m]``: file, dimension, coverage of items and entities, encoder metadata.
+
+Rows whose id is not an entity of the (filtered) KG/link are reported and dropped
+(``strict_features: True`` makes that an error).
+
+:class:`KGFilteredDataset` is the plain ``Dataset`` used for non-KG models on a KG dataset: it drops
+interactions on items that are not linked to the KG, exactly as ``KnowledgeBasedDataset`` does, so that
+every model of a comparison trains and is tested on the same interactions and the same split.
+"""
+import os
+
+import numpy as np
+import torch
+from recbole.data.dataset import Dataset, KnowledgeBasedDataset
+from recbole.utils import set_color
+
+from recbole_mkg.data.features import FeatureFileError, align_features, load_feature_file
+
+MODALITIES = ("visual", "text")
+
+
+def requested_modalities(config):
+    """Modalities the model asks for (config ``modalities``), validated."""
+    modalities = config["modalities"]
+    if modalities is None:
+        return []
+    if isinstance(modalities, str):
+        modalities = [] if modalities in ("none", "") else [m.strip() for m in modalities.split(",")]
+    modalities = list(modalities)
+    unknown = [m for m in modalities if m not in MODALITIES]
+    if unknown:
+        raise ValueError(
+            f"config 'modalities': unknown modality {unknown}; use a list of {list(MODALITIES)} "
+            f"(e.g. modalities: [visual, text], or [] for none)"
+        )
+    return modalities
+
+
+class MultimodalKGDataset(KnowledgeBasedDataset):
+    """``KnowledgeBasedDataset`` + aligned per-entity feature matrices and presence masks."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        self._load_modal_features()
+
+    def _feature_path(self, modality):
+        files = self.config["feature_files"] or {}
+        suffix = files.get(modality)
+        if not suffix:
+            raise FeatureFileError(
+                f"config 'feature_files' has no file for modality {modality!r} that the model uses; "
+                f"set feature_files: {{{modality}: <suffix>}} or drop it from 'modalities'"
+            )
+        return os.path.join(self.dataset_path, f"{self.dataset_name}.{suffix}")
+
+    def _load_modal_features(self):
+        self.modal_features, self.modal_masks, self.modal_info = {}, {}, {}
+        entity_token2id = self.field2token_id[self.entity_field]
+        item_token2id = self.field2token_id[self.iid_field]
+        for modality in requested_modalities(self.config):
+            path = self._feature_path(modality)
+            if not os.path.isfile(path):
+                raise FeatureFileError(
+                    f"{path}: feature file for modality {modality!r} not found (config feature_files.{modality}"
+                    f" = {self.config['feature_files'].get(modality)!r}). Extract it with "
+                    f"`python -m dataset_tools extract-features`, point feature_files at an existing file, "
+                    f"or run without it: --modalities=\"[]\" or a list without {modality!r}."
+                )
+            table = load_feature_file(path, cache_dir=self.config["feature_cache_dir"])
+            token2id = entity_token2id if table.id_field == "entity_id" else item_token2id
+            matrix, mask, unknown = align_features(table, token2id, self.entity_num)
+            if mask.sum() == 0:
+                raise FeatureFileError(
+                    f"{path}: none of its {len(table.ids)} ids is a {table.id_field} of dataset "
+                    f"{self.dataset_name!r} (e.g. {table.ids[:3].tolist()}); the file belongs to another "
+                    f"dataset or uses other ids than the .kg/.link files"
+                )
+            if len(unknown):
+                message = (
+                    f"{path}: {len(unknown)} of {len(table.ids)} rows have an id that is not in the filtered "
+                    f"KG/link (e.g. {unknown[:3].tolist()}); they are dropped"
+                )
+                if self.config["strict_features"]:
+                    raise FeatureFileError(message + " (strict_features: True)")
+                self.logger.warning(message)
+            item_mask = mask[: self.item_num]
+            self.modal_features[modality] = torch.from_numpy(matrix)
+            self.modal_masks[modality] = torch.from_numpy(mask)
+            self.modal_info[modality] = {
+                "file": path,
+                "dim": table.dim,
+                "rows": int(len(table.ids)),
+                "dropped_rows": int(len(unknown)),
+                "entity_coverage": float(mask[1:].mean()),
+                "item_coverage": float(item_mask[1:].mean()),
+                "meta": table.meta,
+            }
+            self.logger.info(
+                set_color(f"{modality} features", "blue")
+                + f": {path} dim={table.dim}, items covered {item_mask[1:].mean():.1%}, "
+                f"entities covered {mask[1:].mean():.1%}"
+            )
+
+    def __str__(self):
+        lines = [super().__str__()]
+        for modality, info in getattr(self, "modal_info", {}).items():
+            lines.append(
+                f"{modality} features: dim {info['dim']}, items {info['item_coverage']:.1%}, "
+                f"entities {info['entity_coverage']:.1%} ({os.path.basename(info['file'])})"
+            )
+        return "\n".join(lines)
+
+
+class KGFilteredDataset(Dataset):
+    """Plain ``Dataset`` restricted to items linked to the KG (same interactions as the KG models)."""
+
+    def _data_filtering(self):
+        super()._data_filtering()
+        link_path = os.path.join(self.dataset_path, f"{self.dataset_name}.link")
+        kg_path = os.path.join(self.dataset_path, f"{self.dataset_name}.kg")
+        link = _read_atomic(link_path)
+        kg = _read_atomic(kg_path)
+        head, tail = self.config["HEAD_ENTITY_ID_FIELD"], self.config["TAIL_ENTITY_ID_FIELD"]
+        entities = set(kg[head].values) | set(kg[tail].values)
+        linked = link[link[self.config["ENTITY_ID_FIELD"]].isin(entities)][self.iid_field].values
+        keep = self.inter_feat[self.iid_field].isin(set(linked))
+        dropped = int((~keep).sum())
+        self.inter_feat.drop(self.inter_feat.index[~keep], inplace=True)
+        self.logger.info(
+            set_color("kg_filter_interactions", "blue")
+            + f": dropped {dropped} interactions on items not linked to the KG"
+        )
+
+
+def _read_atomic(path):
+    """Read an atomic file as strings, columns named without their ``:type``."""
+    import pandas as pd
+
+    df = pd.read_csv(path, sep="\t", dtype=str, quoting=3, keep_default_na=False, engine="c")
+    df.columns = [c.split(":")[0] for c in df.columns]
+    return df
+
+
+def has_kg_files(config):
+    folder = os.path.join(config["data_path"])
+    name = config["dataset"]
+    return all(os.path.isfile(os.path.join(folder, f"{name}.{ext}")) for ext in ("kg", "link"))

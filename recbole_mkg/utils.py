@@ -1,0 +1,61 @@
+"""Model and trainer look-up: the plugin's classes first, then RecBole's (RecBole-GNN style)."""
+import importlib
+
+from recbole.utils import get_model as recbole_get_model
+from recbole.utils import get_trainer as recbole_get_trainer
+
+#: sub-packages of ``recbole_mkg.model`` searched for a model file named ``<model_name.lower()>.py``
+PLUGIN_MODEL_SUBMODULES = ["knowledge_aware_recommender"]
+
+#: other accepted spellings of model names
+MODEL_ALIASES = {"CrossGMMI-DUKGLR": "CrossGMMI", "Multi-KG4Rec": "MultiKG4Rec"}
+
+
+class UnknownModelError(ValueError):
+    """The model name is neither a plugin model nor a RecBole model."""
+
+
+def canonical_model_name(model_name):
+    return MODEL_ALIASES.get(model_name, model_name)
+
+
+def plugin_model_names():
+    """Names of the models the plugin provides (its own classes, not RecBole's)."""
+    names = []
+    for submodule in PLUGIN_MODEL_SUBMODULES:
+        package = importlib.import_module(f"recbole_mkg.model.{submodule}")
+        names.extend(getattr(package, "__all__", []))
+    return sorted(names)
+
+
+def get_model(model_name):
+    """Return the model class named ``model_name``: plugin first, then RecBole.
+
+    Raises:
+        UnknownModelError: with the list of plugin models, when no model of that name exists.
+    """
+    model_name = canonical_model_name(model_name)
+    for submodule in PLUGIN_MODEL_SUBMODULES:
+        module_path = f"recbole_mkg.model.{submodule}.{model_name.lower()}"
+        if importlib.util.find_spec(module_path) is not None:
+            module = importlib.import_module(module_path)
+            if hasattr(module, model_name):
+                return getattr(module, model_name)
+    try:
+        return recbole_get_model(model_name)
+    except (ValueError, AttributeError) as err:
+        raise UnknownModelError(
+            f"unknown model {model_name!r}: it is neither a recbole-mkg model "
+            f"({', '.join(plugin_model_names())}) nor a RecBole model "
+            f"(see https://recbole.io/model_list.html; names are case-sensitive, e.g. 'LightGCN')."
+        ) from err
+
+
+def get_trainer(model_type, model_name):
+    """Return ``<model_name>Trainer`` from ``recbole_mkg.trainer`` if it exists, else RecBole's choice."""
+    model_name = canonical_model_name(model_name)
+    plugin_trainers = importlib.import_module("recbole_mkg.trainer")
+    trainer = getattr(plugin_trainers, model_name + "Trainer", None)
+    if trainer is not None:
+        return trainer
+    return recbole_get_trainer(model_type, model_name)

@@ -19,6 +19,10 @@ safe_checkpoints            RecBole pickles its ``Config`` into checkpoints, whi
 Two more upstream breaks are handled where they belong rather than by patching: ``recbole.quick_start``
 imports ``ray.tune`` at import time (the plugin never imports it: :mod:`recbole_mkg.quick_start`), and
 RecBole's DDP set-up hard-codes NCCL and CUDA (:class:`recbole_mkg.config.Config` lifts that).
+
+pandas is held below 3 (``requirements.txt``): RecBole's data layer relies on pandas-2 semantics in many
+places (``Series.agg(len)`` applied element-wise, chained ``fillna(inplace=True)``), which pandas 3's
+copy-on-write and ``agg`` changes break; patching them all would mean forking RecBole's dataset code.
 """
 from recbole_mkg.compat import numpy2_aliases, safe_checkpoints, scipy_dok_update
 

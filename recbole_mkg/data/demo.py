@@ -47,8 +47,9 @@ def _write_tsv(path, header, rows):
     os.replace(tmp, path)
 
 
-def generate(folder, **overrides):
-    """Write the demo dataset into ``folder`` (``<folder>/mkg-demo.*``); returns a summary dict."""
+def generate(folder, name=DEMO_NAME, **overrides):
+    """Write the demo dataset into ``folder`` as ``<folder>/<name>.*`` (tests use small ``overrides``);
+    returns a summary dict."""
     p = dict(DEFAULTS, **overrides)
     rng = np.random.default_rng(p["seed"])
     os.makedirs(folder, exist_ok=True)
@@ -73,7 +74,7 @@ def generate(folder, **overrides):
         for i in items:
             t += int(rng.integers(1, 100))
             inter_rows.append((f"u{u}", f"i{i}", int(rng.integers(4, 6)), t))
-    _write_tsv(os.path.join(folder, f"{DEMO_NAME}.inter"),
+    _write_tsv(os.path.join(folder, f"{name}.inter"),
                ["user_id:token", "item_id:token", "rating:float", "timestamp:float"], inter_rows)
 
     # KG: genre (partly = topic), director (favours a style), year (noise), director -> country
@@ -92,10 +93,10 @@ def generate(folder, **overrides):
                     (f"e_i{i}", "film.director", f"e_dir{director[i]}"),
                     (f"e_i{i}", "film.year", f"e_year{year[i]}")]
     kg_rows += [(f"e_dir{d}", "director.country", f"e_country{country[d]}") for d in range(p["n_directors"])]
-    _write_tsv(os.path.join(folder, f"{DEMO_NAME}.kg"), ["head_id:token", "relation_id:token", "tail_id:token"], kg_rows)
-    _write_tsv(os.path.join(folder, f"{DEMO_NAME}.link"), ["item_id:token", "entity_id:token"],
+    _write_tsv(os.path.join(folder, f"{name}.kg"), ["head_id:token", "relation_id:token", "tail_id:token"], kg_rows)
+    _write_tsv(os.path.join(folder, f"{name}.link"), ["item_id:token", "entity_id:token"],
                [(f"i{i}", f"e_i{i}") for i in range(n_items)])
-    _write_tsv(os.path.join(folder, f"{DEMO_NAME}.item"), ["item_id:token", "style:token", "topic:token"],
+    _write_tsv(os.path.join(folder, f"{name}.item"), ["item_id:token", "style:token", "topic:token"],
                [(f"i{i}", int(style[i]), int(topic[i])) for i in range(n_items)])
 
     # features: centroid + noise; some items miss a modality; genres have text features
@@ -108,11 +109,11 @@ def generate(folder, **overrides):
     has_text = rng.random(n_items) >= p["missing_text"]
     genre_text = t_centroid + noise * rng.normal(size=t_centroid.shape) / np.sqrt(p["text_dim"])
     meta = {"generator": "recbole_mkg.data.demo", "version": DEMO_VERSION, "params": p}
-    write_feature_file(os.path.join(folder, f"{DEMO_NAME}.visual.feat"),
+    write_feature_file(os.path.join(folder, f"{name}.visual.feat"),
                        [f"e_i{i}" for i in np.flatnonzero(has_image)], visual[has_image],
                        meta=dict(meta, modality="visual", encoder="synthetic style centroids"))
     text_ids = [f"e_i{i}" for i in np.flatnonzero(has_text)] + [f"e_genre{g}" for g in range(p["n_topics"])]
-    write_feature_file(os.path.join(folder, f"{DEMO_NAME}.text.feat"), text_ids,
+    write_feature_file(os.path.join(folder, f"{name}.text.feat"), text_ids,
                        np.concatenate([text[has_text], genre_text]),
                        meta=dict(meta, modality="text", encoder="synthetic topic centroids"))
     summary = {
@@ -120,7 +121,7 @@ def generate(folder, **overrides):
         "triples": len(kg_rows), "items_with_image": int(has_image.sum()), "items_with_text": int(has_text.sum()),
         "params": p,
     }
-    atomic_write_json(os.path.join(folder, f"{DEMO_NAME}.version.json"), summary)
+    atomic_write_json(os.path.join(folder, f"{name}.version.json"), summary)
     return summary
 
 

@@ -1,0 +1,124 @@
+r"""KGAT without DGL: the plugin's port of RecBole's KGAT, registered under the same name ``KGAT``.
+
+Reference:
+    Xiang Wang et al. "KGAT: Knowledge Graph Attention Network for Recommendation." in SIGKDD 2019.
+
+Same maths as ``recbole.model.knowledge_aware_recommender.kgat``: relation-wise row-normalised initial adjacency sum_r D_r^-1 A_r, attentive
+update pi(h,r,t) = (W_r e_t)^T tanh(W_r e_h + e_r) with a softmax over each head's triples after every
+epoch, Bi-Interaction (or GCN / GraphSAGE) aggregation, layer concatenation, BPR + TransR. What differs:
+the graph is built from RecBole's COO CKG instead of DGL, and the attention's segment softmax runs on the
+model's device (``torch_geometric.utils.softmax``) instead of a CPU ``torch.sparse.softmax``, and the
+attention is a buffer, so a checkpoint restores the adjacency it was evaluated with.
+Trained by RecBole's ``KGATTrainer`` (CF pass, KG pass, attention update per epoch).
+"""
+import torch
+import torch.nn as nn
+from recbole.model.abstract_recommender import KnowledgeRecommender
+from recbole.model.init import xavier_normal_initialization
+from recbole.model.loss import BPRLoss, EmbLoss
+from recbole.utils import InputType
+
+from recbole_mkg.model.layers import CollaborativeKG, KnowledgePropagation, knowledge_aware_attention
+
+
+class KGAT(KnowledgeRecommender):
+    input_type = InputType.PAIRWISE
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        self.embedding_size = config["embedding_size"]
+        self.kg_embedding_size = config["kg_embedding_size"]
+        self.reg_weight = config["reg_weight"]
+
+        self.ckg = CollaborativeKG(dataset)
+        self.user_embedding = nn.Embedding(self.n_users, self.embedding_size)
+        self.entity_embedding = nn.Embedding(self.n_entities, self.embedding_size)
+        self.relation_embedding = nn.Embedding(self.n_relations, self.kg_embedding_size)
+        self.trans_w = nn.Embedding(self.n_relations, self.embedding_size * self.kg_embedding_size)
+        self.propagation = KnowledgePropagation(
+            self.embedding_size, config["layers"], config["mess_dropout"], config["aggregator_type"]
+        )
+        self.mf_loss = BPRLoss()
+        self.reg_loss = EmbLoss()
+        self.restore_user_e = None
+        self.restore_entity_e = None
+        self.apply(xavier_normal_initialization)
+        self.register_buffer("attention", self.ckg.init_weight.clone())
+        self.other_parameter_name = ["restore_user_e", "restore_entity_e"]
+        self._adjacency = None
+
+    # ---- graph -----------------------------------------------------------------------------------
+    @property
+    def A_in(self):
+        """Current attentive adjacency [n_users + n_entities]^2 (sparse), rebuilt when attention changes."""
+        if self._adjacency is None or self._adjacency.device != self.attention.device:
+            self._adjacency = self.ckg.adjacency(self.attention)
+        return self._adjacency
+
+    def _get_ego_embeddings(self):
+        return torch.cat([self.user_embedding.weight, self.entity_embedding.weight], dim=0)
+
+    def _trans_w(self):
+        return self.trans_w.weight.view(self.n_relations, self.embedding_size, self.kg_embedding_size)
+
+    @torch.no_grad()
+    def update_attentive_A(self):
+        """Recompute pi(h,r,t) for every CKG edge (KGAT Eq. 4-5) and the adjacency built from it."""
+        self.attention = knowledge_aware_attention(
+            self.ckg, self._get_ego_embeddings(), self.relation_embedding.weight, self._trans_w()
+        )
+        self._adjacency = None
+
+    def load_state_dict(self, state_dict, strict=True):
+        result = super().load_state_dict(state_dict, strict)
+        self._adjacency = None
+        return result
+
+    # ---- forward / losses ------------------------------------------------------------------------
+    def forward(self):
+        """Returns user [n_users, D] and entity [n_entities, D] representations, D = d + sum(layers)."""
+        all_embeddings = self.propagation(self.A_in, self._get_ego_embeddings())
+        return torch.split(all_embeddings, [self.n_users, self.n_entities])
+
+    def calculate_loss(self, interaction):
+        self.restore_user_e = self.restore_entity_e = None
+        user = interaction[self.USER_ID]
+        pos_item = interaction[self.ITEM_ID]
+        neg_item = interaction[self.NEG_ITEM_ID]
+        user_all, entity_all = self.forward()
+        u, pos, neg = user_all[user], entity_all[pos_item], entity_all[neg_item]
+        mf_loss = self.mf_loss((u * pos).sum(dim=1), (u * neg).sum(dim=1))
+        return mf_loss + self.reg_weight * self.reg_loss(u, pos, neg)
+
+    def calculate_kg_loss(self, interaction):
+        """TransR loss (KGAT Eq. 1-2): softplus(g(h,r,t) - g(h,r,t'))."""
+        self.restore_user_e = self.restore_entity_e = None
+        h = interaction[self.HEAD_ENTITY_ID]
+        r = interaction[self.RELATION_ID]
+        pos_t = interaction[self.TAIL_ENTITY_ID]
+        neg_t = interaction[self.NEG_TAIL_ENTITY_ID]
+        return transr_loss(self.entity_embedding, self.relation_embedding, self._trans_w(), h, r, pos_t, neg_t,
+                           self.reg_loss, self.reg_weight)
+
+    def predict(self, interaction):
+        user_all, entity_all = self.forward()
+        return (user_all[interaction[self.USER_ID]] * entity_all[interaction[self.ITEM_ID]]).sum(dim=1)
+
+    def full_sort_predict(self, interaction):
+        if self.restore_user_e is None or self.restore_entity_e is None:
+            self.restore_user_e, self.restore_entity_e = self.forward()
+        u = self.restore_user_e[interaction[self.USER_ID]]
+        return (u @ self.restore_entity_e[: self.n_items].T).view(-1)
+
+
+def transr_loss(entity_lookup, relation_embedding, trans_w, h, r, pos_t, neg_t, reg_loss, reg_weight):
+    """TransR pairwise loss. ``entity_lookup``: callable ids -> [B, d]; ``trans_w`` [R, d, k]."""
+    w = trans_w[r]  # [B, d, k]
+    h_e = torch.bmm(entity_lookup(h).unsqueeze(1), w).squeeze(1)
+    pos_e = torch.bmm(entity_lookup(pos_t).unsqueeze(1), w).squeeze(1)
+    neg_e = torch.bmm(entity_lookup(neg_t).unsqueeze(1), w).squeeze(1)
+    r_e = relation_embedding(r)
+    pos_score = ((h_e + r_e - pos_e) ** 2).sum(dim=1)
+    neg_score = ((h_e + r_e - neg_e) ** 2).sum(dim=1)
+    kg_loss = nn.functional.softplus(pos_score - neg_score).mean()
+    return kg_loss + reg_weight * reg_loss(h_e, r_e, pos_e, neg_e)

@@ -1,0 +1,225 @@
+r"""Multi-KG4Rec: multimodal fusion framework based on knowledge graph for personalized recommendation.
+
+Reference:
+    Jingjing Wang, Haoran Xie, Siyu Zhang, S. Joe Qin, Xiaohui Tao, Fu Lee Wang, Xiaoliang Xu.
+    "Multimodal fusion framework based on knowledge graph for personalized recommendation."
+    Expert Systems With Applications 268 (2025) 126308.
+
+Equations (numbered as in the paper's method section, 4.2):
+
+* Embedding module: per-entity CLIP-sized visual and text features f^m (any dimension, read from the
+  feature files) reduced to the embedding size by a non-linear layer, x^m = LeakyReLU(W^m f^m + b^m);
+  ID embeddings for users and entities; TransR g(h,r,t) = ||W_r e_h + e_r - W_r e_t||^2 and its
+  pairwise loss L_KG = -ln sigma(g(h,r,t') - g(h,r,t)) (Eq. 1-2).
+* Multimodal fusion: for each item, a BFS neighbour sequence S_i of length N on the collaborative KG
+  (item first, then users and attribute entities by hop). Text and visual transformer blocks
+  (default 3 blocks, 8 heads) whose visual heads compute
+  head_i^v = Attention(Q_i^v, [K_i^v ; K_i^t], [V_i^v ; V_i^t]) and text heads symmetrically (Eq. 3-5),
+  MHA^v = [head_1^v ... head_h^v] W^O (Eq. 6), FFN(x) = ReLU(x W_1 + b_1) W_2 + b_2 (Eq. 7), with residuals
+  and LayerNorm. The item's output at position 0 is its fused representation in that modality.
+* Information propagation: pi(h,r,t) = (W_r e_t)^T tanh(W_r e_h + e_r), softmax over each head's triples
+  (Eq. 8), e_Nh = sum pi(h,r,t) e_t, Bi-Interaction
+  LeakyReLU(W_1(e_h + e_Nh)) + LeakyReLU(W_2(e_h * e_Nh)) (Eq. 9), default 3 layers of 64/32/16.
+* Prediction: e_u* = e_u^(0) || ... || e_u^(L) (Eq. 10) per modality, visual and text views concatenated
+  (Eq. 11), y(u,i) = e_u*^T e_i* ; L = L_KG + L_BPR + lambda ||Theta||^2 (Eq. 12-13).
+
+Choices where the paper is vague (also in docs/models.md):
+
+* **Single-modal graphs.** Each modality is one *view* of the same collaborative KG: the view gives
+  every node an embedding, x^m_e = e_e + mask^m_e * LeakyReLU(W^m f^m_e + b^m) for entities and the ID
+  embedding e_u for users. The ID term gives items and users collaborative capacity (two items with
+  equal posters stay distinguishable); the presence mask means an entity without an image keeps its ID
+  embedding only, never an invented vector. Users enter a modal view through their ID embedding and
+  receive modality content by propagation over the interaction edges (users have no images or texts).
+* **Attention.** As in KGAT, pi(h,r,t) is recomputed once per epoch without gradient from each view's
+  pre-fusion embeddings x^m and the TransR parameters (W_r, e_r), which are shared by the views; TransR
+  is trained on every view's x^m.
+* **Training.** KGAT's alternating schedule (a BPR pass, a TransR pass, the attention update per epoch;
+  :class:`recbole_mkg.trainer.MultiKG4RecTrainer`): the paper sums the losses (Eq. 13) but gives no
+  schedule, and alternating is what its KGAT-derived propagation was designed with.
+* **Ablations.** ``modalities: []`` leaves one ID view with no transformer: the model *is* the KGAT port
+  (the paper's "w/o t&v" row). ``modalities: [text]`` / ``[visual]`` keep one view with a self-attention
+  transformer. ``cross_attention`` picks bidirectional, one-way or no cross-modal attention.
+"""
+import torch
+import torch.nn as nn
+from recbole.model.abstract_recommender import KnowledgeRecommender
+from recbole.model.init import xavier_normal_initialization
+from recbole.model.loss import BPRLoss, EmbLoss
+from recbole.utils import InputType
+
+from recbole_mkg.data.dataset import MultimodalKGDataset, requested_modalities
+from recbole_mkg.model.knowledge_aware_recommender.kgat import transr_loss
+from recbole_mkg.model.layers import (
+    CROSS_DIRECTIONS,
+    CollaborativeKG,
+    CrossModalTransformer,
+    KnowledgePropagation,
+    knowledge_aware_attention,
+)
+from recbole_mkg.model.neighbour_sequences import item_neighbour_sequences
+
+ID_VIEW = "id"
+
+
+def _check_positive_int(config, key):
+    value = config[key]
+    if not isinstance(value, int) or value < 1:
+        raise ValueError(f"config '{key}' must be a positive integer, got {value!r}")
+    return value
+
+
+class MultiKG4Rec(KnowledgeRecommender):
+    input_type = InputType.PAIRWISE
+    dataset_class = MultimodalKGDataset
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        self.embedding_size = _check_positive_int(config, "embedding_size")
+        self.kg_embedding_size = _check_positive_int(config, "kg_embedding_size")
+        self.reg_weight = config["reg_weight"]
+        self.modalities = requested_modalities(config)
+        self.views = self.modalities or [ID_VIEW]
+        direction = config["cross_attention"]
+        if direction not in CROSS_DIRECTIONS:
+            raise ValueError(f"config 'cross_attention': {direction!r} is not one of {list(CROSS_DIRECTIONS)}")
+
+        # ---- embedding module ----
+        self.user_embedding = nn.Embedding(self.n_users, self.embedding_size)
+        self.entity_embedding = nn.Embedding(self.n_entities, self.embedding_size)
+        self.relation_embedding = nn.Embedding(self.n_relations, self.kg_embedding_size)
+        self.trans_w = nn.Embedding(self.n_relations, self.embedding_size * self.kg_embedding_size)
+        self.modal_projection = nn.ModuleDict()
+        for m in self.modalities:
+            if m not in getattr(dataset, "modal_features", {}):
+                raise ValueError(f"dataset has no {m!r} features loaded; MultiKG4Rec needs a MultimodalKGDataset")
+            features = dataset.modal_features[m]
+            self.register_buffer(f"features_{m}", features.clone())
+            self.register_buffer(f"mask_{m}", dataset.modal_masks[m].float().unsqueeze(1))
+            self.modal_projection[m] = nn.Sequential(nn.Linear(features.shape[1], self.embedding_size), nn.LeakyReLU())
+
+        # ---- multimodal fusion module ----
+        self.transformer = None
+        if self.modalities and config["n_transformer_layers"] > 0:
+            self.seq_len = _check_positive_int(config, "neighbour_seq_len")
+            sequences, padding = item_neighbour_sequences(
+                dataset, self.n_users, self.n_items, self.seq_len, config["bfs_max_hops"], config["seed"]
+            )
+            self.register_buffer("item_sequences", sequences)
+            self.register_buffer("item_padding", padding)
+            self.transformer = CrossModalTransformer(
+                self.modalities, self.embedding_size, config["n_transformer_layers"],
+                _check_positive_int(config, "n_heads"), _check_positive_int(config, "inner_size"),
+                config["hidden_dropout"], config["attn_dropout"], direction,
+            )
+
+        # ---- information propagation module ----
+        self.ckg = CollaborativeKG(dataset)
+        self.propagation = nn.ModuleDict({
+            v: KnowledgePropagation(self.embedding_size, config["layers"], config["mess_dropout"],
+                                    config["aggregator_type"])
+            for v in self.views
+        })
+        self.mf_loss = BPRLoss()
+        self.reg_loss = EmbLoss()
+        self.restore_user_e = None
+        self.restore_entity_e = None
+        self.apply(xavier_normal_initialization)
+        for v in self.views:
+            self.register_buffer(f"attention_{v}", self.ckg.init_weight.clone())
+        self.other_parameter_name = ["restore_user_e", "restore_entity_e"]
+        self._adjacency = {}
+
+    # ---- embeddings of a view -------------------------------------------------------------------
+    def entity_view(self, view, entity_ids=None):
+        """x^v of entities: ID embedding + masked projected feature.  [n] or all -> [n, d]."""
+        ids = slice(None) if entity_ids is None else entity_ids
+        emb = self.entity_embedding.weight[ids]
+        if view == ID_VIEW:
+            return emb
+        features = getattr(self, f"features_{view}")[ids]
+        mask = getattr(self, f"mask_{view}")[ids]
+        return emb + mask * self.modal_projection[view](features)
+
+    def view_inputs(self):
+        """view -> pre-fusion node embeddings [n_users + n_entities, d]."""
+        users = self.user_embedding.weight
+        return {v: torch.cat([users, self.entity_view(v)], dim=0) for v in self.views}
+
+    def fuse(self, inputs):
+        """Replace each item's row by its transformer output over its BFS sequence (Eq. 3-7)."""
+        if self.transformer is None:
+            return inputs
+        sequences = {m: inputs[m][self.item_sequences] for m in self.modalities}  # [n_items, N, d]
+        fused = self.transformer(sequences, self.item_padding)
+        start, end = self.n_users, self.n_users + self.n_items
+        return {
+            m: torch.cat([inputs[m][:start], fused[m][:, 0], inputs[m][end:]], dim=0) for m in self.modalities
+        }
+
+    # ---- graph ------------------------------------------------------------------------------------
+    def adjacency(self, view):
+        attention = getattr(self, f"attention_{view}")
+        cached = self._adjacency.get(view)
+        if cached is None or cached.device != attention.device:
+            cached = self._adjacency[view] = self.ckg.adjacency(attention)
+        return cached
+
+    def _trans_w(self):
+        return self.trans_w.weight.view(self.n_relations, self.embedding_size, self.kg_embedding_size)
+
+    @torch.no_grad()
+    def update_attentive_A(self):
+        """Recompute pi(h,r,t) (Eq. 8) of every CKG edge in every view."""
+        inputs = self.view_inputs()
+        for v in self.views:
+            setattr(self, f"attention_{v}", knowledge_aware_attention(
+                self.ckg, inputs[v], self.relation_embedding.weight, self._trans_w()))
+        self._adjacency = {}
+
+    def load_state_dict(self, state_dict, strict=True):
+        result = super().load_state_dict(state_dict, strict)
+        self._adjacency = {}
+        return result
+
+    # ---- forward / losses / prediction --------------------------------------------------------------
+    def forward(self):
+        """Returns user [n_users, V*D] and entity [n_entities, V*D] representations (Eq. 10-11)."""
+        ego = self.fuse(self.view_inputs())
+        outputs = [self.propagation[v](self.adjacency(v), ego[v]) for v in self.views]
+        return torch.split(torch.cat(outputs, dim=1), [self.n_users, self.n_entities])
+
+    def calculate_loss(self, interaction):
+        """BPR loss + L2 on the batch's final representations (Eq. 12)."""
+        self.restore_user_e = self.restore_entity_e = None
+        user = interaction[self.USER_ID]
+        pos_item = interaction[self.ITEM_ID]
+        neg_item = interaction[self.NEG_ITEM_ID]
+        user_all, entity_all = self.forward()
+        u, pos, neg = user_all[user], entity_all[pos_item], entity_all[neg_item]
+        mf_loss = self.mf_loss((u * pos).sum(dim=1), (u * neg).sum(dim=1))
+        return mf_loss + self.reg_weight * self.reg_loss(u, pos, neg)
+
+    def calculate_kg_loss(self, interaction):
+        """TransR loss (Eq. 1-2) on every view's entity embeddings."""
+        self.restore_user_e = self.restore_entity_e = None
+        h = interaction[self.HEAD_ENTITY_ID]
+        r = interaction[self.RELATION_ID]
+        pos_t = interaction[self.TAIL_ENTITY_ID]
+        neg_t = interaction[self.NEG_TAIL_ENTITY_ID]
+        trans_w = self._trans_w()
+        return sum(
+            transr_loss(lambda ids, v=v: self.entity_view(v, ids), self.relation_embedding, trans_w,
+                        h, r, pos_t, neg_t, self.reg_loss, self.reg_weight)
+            for v in self.views
+        )
+
+    def predict(self, interaction):
+        user_all, entity_all = self.forward()
+        return (user_all[interaction[self.USER_ID]] * entity_all[interaction[self.ITEM_ID]]).sum(dim=1)
+
+    def full_sort_predict(self, interaction):
+        if self.restore_user_e is None or self.restore_entity_e is None:
+            self.restore_user_e, self.restore_entity_e = self.forward()
+        u = self.restore_user_e[interaction[self.USER_ID]]
+        return (u @ self.restore_entity_e[: self.n_items].T).view(-1)

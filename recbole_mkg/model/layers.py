@@ -1,0 +1,228 @@
+"""Layers shared by the plugin's models.
+
+* :class:`CollaborativeKG` - the collaborative knowledge graph (users + entities) as device tensors,
+  with KGAT's relation-wise normalised initial adjacency (Wang et al., KDD 2019, Eq. 4 init).
+* :func:`knowledge_aware_attention` - pi(h, r, t) = (W_r e_t)^T tanh(W_r e_h + e_r), normalised by a
+  segment softmax over each head's triples (KGAT Eq. 4-5; Multi-KG4Rec Eq. 8), on the device.
+* :class:`Aggregator` - KGAT's GCN / GraphSAGE / Bi-Interaction aggregators (Multi-KG4Rec Eq. 9).
+* :class:`KnowledgePropagation` - L aggregation layers with layer concatenation (Multi-KG4Rec Eq. 10).
+* :class:`CrossModalTransformer` - text and visual transformer blocks whose queries attend to the
+  concatenated keys/values of both modalities (Multi-KG4Rec Eq. 4-7).
+"""
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch_geometric.utils import softmax as segment_softmax
+
+
+class CollaborativeKG(nn.Module):
+    """The CKG of RecBole's ``KnowledgeBasedDataset.ckg_graph``: node ``u`` for users, ``n_users + e`` for
+    entities; edges user->item and item->user carry the ``[UI-Relation]`` id, KG triples their relation.
+
+    Buffers (move with ``.to(device)``): ``head``, ``tail``, ``relation`` [E] long, sorted by relation then
+    head, and ``init_weight`` [E] float, KGAT's initial adjacency values sum_r D_r^-1 A_r.
+    """
+
+    def __init__(self, dataset):
+        super().__init__()
+        ckg = dataset.ckg_graph(form="coo", value_field="relation_id")
+        self.n_nodes = int(ckg.shape[0])
+        head = ckg.row.astype(np.int64)
+        tail = ckg.col.astype(np.int64)
+        rel = ckg.data.astype(np.int64)
+        order = np.lexsort((tail, head, rel))
+        head, tail, rel = head[order], tail[order], rel[order]
+        n_rel = int(rel.max()) + 1 if len(rel) else 1
+        # KGAT init: per relation, row-normalise A_r (1 / out-degree of h within r), then sum over r.
+        key = head * n_rel + rel
+        _, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
+        init = 1.0 / counts[inverse]
+        self.register_buffer("head", torch.from_numpy(head))
+        self.register_buffer("tail", torch.from_numpy(tail))
+        self.register_buffer("relation", torch.from_numpy(rel))
+        self.register_buffer("init_weight", torch.from_numpy(init.astype(np.float32)))
+        # contiguous slices of each relation, for the per-relation projections of the attention
+        bounds = np.searchsorted(rel, np.arange(n_rel + 1))
+        self.relation_slices = [(r, int(bounds[r]), int(bounds[r + 1])) for r in range(n_rel) if bounds[r + 1] > bounds[r]]
+
+    @property
+    def num_edges(self):
+        return int(self.head.numel())
+
+    def adjacency(self, values):
+        """Sparse COO [n_nodes, n_nodes] matrix with A[h, t] = values, on the values' device."""
+        index = torch.stack([self.head, self.tail])
+        return torch.sparse_coo_tensor(index, values, (self.n_nodes, self.n_nodes)).coalesce()
+
+
+def knowledge_aware_attention(ckg, node_embedding, relation_embedding, trans_w):
+    """Attention weights of every CKG edge (KGAT Eq. 4-5, Multi-KG4Rec Eq. 8).
+
+    Args:
+        ckg (CollaborativeKG): the graph.
+        node_embedding (Tensor): [n_nodes, d] embeddings e of users and entities.
+        relation_embedding (Tensor): [n_relations, k] e_r.
+        trans_w (Tensor): [n_relations, d, k] W_r.
+
+    Returns:
+        Tensor: [E] pi(h, r, t), softmax-normalised over the triples of each head.
+    """
+    scores = node_embedding.new_empty(ckg.num_edges)
+    for r, start, end in ckg.relation_slices:  # loop over relations (tens), never over edges
+        w_r = trans_w[r]
+        h = node_embedding[ckg.head[start:end]] @ w_r
+        t = node_embedding[ckg.tail[start:end]] @ w_r
+        scores[start:end] = (t * torch.tanh(h + relation_embedding[r])).sum(dim=1)
+    return segment_softmax(scores, ckg.head, num_nodes=ckg.n_nodes)
+
+
+class Aggregator(nn.Module):
+    """KGAT's aggregators; ``bi`` is the Bi-Interaction of Multi-KG4Rec Eq. 9:
+    LeakyReLU(W1 (e_h + e_Nh)) + LeakyReLU(W2 (e_h * e_Nh)).  [N, d_in] -> [N, d_out]."""
+
+    def __init__(self, input_dim, output_dim, dropout, aggregator_type="bi"):
+        super().__init__()
+        self.aggregator_type = aggregator_type
+        if aggregator_type == "gcn":
+            self.W = nn.Linear(input_dim, output_dim)
+        elif aggregator_type == "graphsage":
+            self.W = nn.Linear(input_dim * 2, output_dim)
+        elif aggregator_type == "bi":
+            self.W1 = nn.Linear(input_dim, output_dim)
+            self.W2 = nn.Linear(input_dim, output_dim)
+        else:
+            raise ValueError(f"config 'aggregator_type': {aggregator_type!r} is not one of gcn, graphsage, bi")
+        self.activation = nn.LeakyReLU()
+        self.message_dropout = nn.Dropout(dropout)
+
+    def forward(self, adjacency, ego):
+        side = torch.sparse.mm(adjacency, ego)  # e_Nh = sum_t pi(h,r,t) e_t
+        if self.aggregator_type == "gcn":
+            out = self.activation(self.W(ego + side))
+        elif self.aggregator_type == "graphsage":
+            out = self.activation(self.W(torch.cat([ego, side], dim=1)))
+        else:
+            out = self.activation(self.W1(ego + side)) + self.activation(self.W2(ego * side))
+        return self.message_dropout(out)
+
+
+class KnowledgePropagation(nn.Module):
+    """L aggregation layers; returns the concatenation [e^(0) || norm(e^(1)) || ... || norm(e^(L))]
+    (KGAT Eq. 11, Multi-KG4Rec Eq. 10).  [N, d] -> [N, d + sum(layers)]."""
+
+    def __init__(self, embedding_size, layers, dropout, aggregator_type):
+        super().__init__()
+        dims = [embedding_size] + list(layers)
+        self.aggregator_layers = nn.ModuleList(
+            Aggregator(i, o, dropout, aggregator_type) for i, o in zip(dims[:-1], dims[1:])
+        )
+        self.output_dim = sum(dims)
+
+    def forward(self, adjacency, ego):
+        outputs = [ego]
+        for aggregator in self.aggregator_layers:
+            ego = aggregator(adjacency, ego)
+            outputs.append(F.normalize(ego, p=2, dim=1))
+        return torch.cat(outputs, dim=1)
+
+
+class CrossModalAttention(nn.Module):
+    """Multi-head attention of one modality whose queries attend to its own keys/values and, when
+    ``cross`` is on, to the other modality's (Multi-KG4Rec Eq. 4-6):
+    head_i = Attention(Q_i^m, [K_i^m ; K_i^o], [V_i^m ; V_i^o]);  MHA = [head_1 ... head_h] W^O."""
+
+    def __init__(self, d_model, n_heads, dropout):
+        super().__init__()
+        if d_model % n_heads:
+            raise ValueError(f"config 'n_heads' ({n_heads}) must divide 'embedding_size' ({d_model})")
+        self.n_heads, self.d_head = n_heads, d_model // n_heads
+        self.q = nn.Linear(d_model, d_model)
+        self.kv = nn.Linear(d_model, 2 * d_model)
+        self.out = nn.Linear(d_model, d_model)
+        self.dropout = dropout
+
+    def split_heads(self, x):  # [B, L, d] -> [B, h, L, d_head]
+        return x.view(x.size(0), x.size(1), self.n_heads, self.d_head).transpose(1, 2)
+
+    def keys_values(self, x):
+        k, v = self.kv(x).chunk(2, dim=-1)
+        return self.split_heads(k), self.split_heads(v)
+
+    def forward(self, x, kv, attn_bias):
+        """x [B, L, d] queries of this modality; kv: (K, V) [B, h, L_kv, d_head], its own keys/values or
+        the concatenation of both modalities'; attn_bias [B, 1, 1, L_kv] float, -inf at padding.
+        Returns [B, L, d]."""
+        q = self.split_heads(self.q(x))
+        dropout = self.dropout if self.training else 0.0
+        out = F.scaled_dot_product_attention(q, kv[0], kv[1], attn_mask=attn_bias, dropout_p=dropout)
+        return self.out(out.transpose(1, 2).reshape(x.shape))
+
+
+class CrossModalTransformerLayer(nn.Module):
+    """One text+visual transformer block: cross-modal MHA, FFN (Eq. 7), residuals and LayerNorm."""
+
+    def __init__(self, modalities, d_model, n_heads, inner_size, dropout, attn_dropout, cross_to):
+        super().__init__()
+        self.modalities = list(modalities)
+        self.cross_to = cross_to  # modality -> other modality its queries also attend to (or None)
+        self.attention = nn.ModuleDict({m: CrossModalAttention(d_model, n_heads, attn_dropout) for m in modalities})
+        self.norm1 = nn.ModuleDict({m: nn.LayerNorm(d_model) for m in modalities})
+        self.ffn = nn.ModuleDict({
+            m: nn.Sequential(nn.Linear(d_model, inner_size), nn.ReLU(), nn.Linear(inner_size, d_model))
+            for m in modalities
+        })
+        self.norm2 = nn.ModuleDict({m: nn.LayerNorm(d_model) for m in modalities})
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, xs, bias_own, bias_both):
+        kvs = {m: self.attention[m].keys_values(xs[m]) for m in self.modalities}
+        both = None
+        if self.cross_to:  # [K^v ; K^t], [V^v ; V^t]: built once, shared by both query modalities
+            order = [m for m in ("visual", "text") if m in kvs]
+            both = tuple(torch.cat([kvs[m][i] for m in order], dim=2) for i in (0, 1))
+        out = {}
+        for m in self.modalities:  # loop over the (at most two) modalities
+            cross = m in self.cross_to
+            h = self.attention[m](xs[m], both if cross else kvs[m], bias_both if cross else bias_own)
+            h = self.norm1[m](xs[m] + self.dropout(h))
+            out[m] = self.norm2[m](h + self.dropout(self.ffn[m](h)))
+        return out
+
+
+#: cross-attention direction -> {query modality: the other modality it also attends to}
+CROSS_DIRECTIONS = {
+    "bidirectional": {"visual": "text", "text": "visual"},
+    "text_to_visual": {"text": "visual"},
+    "visual_to_text": {"visual": "text"},
+    "none": {},
+}
+
+
+class CrossModalTransformer(nn.Module):
+    """Stack of :class:`CrossModalTransformerLayer` over neighbour sequences.
+
+    ``direction``: ``bidirectional`` (both modalities' queries attend to both), ``text_to_visual``
+    (text queries also attend to visual keys/values; visual queries to visual only), ``visual_to_text``,
+    or ``none`` (two independent self-attention transformers). With one modality, plain self-attention.
+    """
+
+    def __init__(self, modalities, d_model, n_layers, n_heads, inner_size, dropout, attn_dropout, direction):
+        super().__init__()
+        if direction not in CROSS_DIRECTIONS:
+            raise ValueError(f"config 'cross_attention': {direction!r} is not one of {list(CROSS_DIRECTIONS)}")
+        cross_to = {q: o for q, o in CROSS_DIRECTIONS[direction].items() if q in modalities and o in modalities}
+        self.layers = nn.ModuleList(
+            CrossModalTransformerLayer(modalities, d_model, n_heads, inner_size, dropout, attn_dropout, cross_to)
+            for _ in range(n_layers)
+        )
+
+    def forward(self, xs, key_padding):
+        """xs: modality -> [B, L, d]; key_padding [B, L] bool, True at padding. Returns modality -> [B, L, d]."""
+        x = next(iter(xs.values()))
+        bias_own = torch.zeros(key_padding.shape, dtype=x.dtype, device=x.device)
+        bias_own = bias_own.masked_fill(key_padding, float("-inf"))[:, None, None, :]
+        bias_both = torch.cat([bias_own, bias_own], dim=-1)
+        for layer in self.layers:
+            xs = layer(xs, bias_own, bias_both)
+        return xs

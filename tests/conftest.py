@@ -1,0 +1,67 @@
+"""Shared fixtures: a tiny generated multimodal-KG dataset and configs that point at it."""
+import os
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED_DATASETS = os.path.join(os.path.dirname(ROOT), "shared", "datasets")
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+import recbole_mkg  # noqa: E402,F401  (applies the compatibility fixes)
+from recbole_mkg.data.demo import generate  # noqa: E402
+
+TINY = dict(n_users=60, n_items=90, n_directors=12, n_years=4, n_countries=3, inter_per_user=(6, 14),
+            visual_dim=12, text_dim=10)
+
+
+def tiny_config(data_root, **overrides):
+    """Config dict for the tiny dataset: fast settings, no progress bars, everything under ``data_root``."""
+    config = {
+        "data_path": str(data_root),
+        "checkpoint_dir": os.path.join(str(data_root), "saved"),
+        "feature_cache_dir": os.path.join(str(data_root), "cache"),
+        "epochs": 1,
+        "train_batch_size": 256,
+        "eval_batch_size": 512,
+        "show_progress": False,
+        "state": "ERROR",
+        "metrics": ["Recall", "MRR", "NDCG"],
+        "topk": [10, 20],
+        "valid_metric": "NDCG@20",
+        "seed": 2020,
+        "embedding_size": 16,
+        "kg_embedding_size": 16,
+        "layers": [16, 8],
+        "n_heads": 2,
+        "inner_size": 16,
+        "neighbour_seq_len": 6,
+        "n_transformer_layers": 1,
+        "use_gpu": False,
+        "log_wandb": False,
+    }
+    config.update(overrides)
+    return config
+
+
+@pytest.fixture(scope="session")
+def tiny_root(tmp_path_factory):
+    """A folder holding ``mkg-tiny/`` (the demo generator at toy size)."""
+    root = tmp_path_factory.mktemp("data")
+    generate(os.path.join(str(root), "mkg-tiny"), name="mkg-tiny", **TINY)
+    return root
+
+
+@pytest.fixture
+def fresh_tiny(tmp_path):
+    """A private copy of the tiny dataset that a test may corrupt."""
+    generate(os.path.join(str(tmp_path), "mkg-tiny"), name="mkg-tiny", **TINY)
+    return tmp_path
+
+
+def shared_dataset(name):
+    path = os.path.join(SHARED_DATASETS, name)
+    if not os.path.isdir(path):
+        pytest.skip(f"{path} not present (real data lives in ../shared/datasets)")
+    return path

@@ -1,0 +1,122 @@
+"""Each compatibility fix, with a test that fails without it."""
+import os
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from recbole_mkg.compat import numpy2_aliases, safe_checkpoints, scipy_dok_update
+from recbole_mkg.compat.safe_checkpoints import UntrustedCheckpointError, load_checkpoint
+from recbole_mkg.config import Config
+from recbole_mkg.quick_start import run_recbole_mkg
+from tests.conftest import ROOT, tiny_config
+
+
+def test_numpy2_aliases_let_config_build(tiny_root):
+    # RecBole's Config.compatibility_settings reads np.float_ (removed in NumPy 2)
+    from recbole.config.configurator import Config as RecBoleConfig
+
+    assert RecBoleConfig.compatibility_settings is numpy2_aliases._compatibility_settings
+    for name in ("float_", "float", "long", "unicode_", "complex_", "bool8"):
+        assert hasattr(np, name), name
+    config = Config(model="BPR", dataset="mkg-tiny", config_dict=tiny_config(tiny_root))
+    assert config["model"] == "BPR"
+    # RecBole's metrics use np.float as a dtype
+    assert np.zeros(2, dtype=np.float).dtype == np.float64
+
+
+def test_scipy_dok_update_restored_and_equivalent():
+    assert hasattr(sp.dok_matrix, "_update")
+    a = sp.dok_matrix((4, 4), dtype=np.float32)
+    a._update({(0, 1): 1.0, (2, 3): 2.5, (3, 0): -1.0})
+    dense = a.toarray()
+    expected = np.zeros((4, 4), dtype=np.float32)
+    expected[0, 1], expected[2, 3], expected[3, 0] = 1.0, 2.5, -1.0
+    np.testing.assert_array_equal(dense, expected)
+    assert scipy_dok_update._update is sp.dok_matrix._update or "_update" in vars(sp.dok_matrix)
+
+
+def test_lightgcn_builds_its_adjacency_with_dok_update(tiny_root):
+    # LightGCN.get_norm_adj_mat calls dok_matrix._update, removed in SciPy >= 1.15
+    result = run_recbole_mkg("LightGCN", "mkg-tiny", config_dict=tiny_config(tiny_root), saved=False)
+    assert result["test_result"]["ndcg@20"] >= 0
+
+
+def test_checkpoint_is_plain_data_and_loads_weights_only(tiny_root):
+    result = run_recbole_mkg("BPR", "mkg-tiny", config_dict=tiny_config(tiny_root), saved=True)
+    path = result["checkpoint"]
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)  # fails on a pickled Config
+    assert checkpoint["config"]["model"] == "BPR"
+    assert checkpoint["config"]["config_dict"]["embedding_size"] == 16
+    assert isinstance(checkpoint["best_valid_score"], float)
+
+
+def test_recbole_format_checkpoint_needs_explicit_trust(tiny_root, tmp_path):
+    config = Config(model="BPR", dataset="mkg-tiny", config_dict=tiny_config(tiny_root))
+    path = str(tmp_path / "recbole_format.pth")
+    torch.save({"config": config, "state_dict": {}, "epoch": 0}, path)  # what RecBole 1.2.1 writes
+    with pytest.raises(UntrustedCheckpointError, match="trusted=True"):
+        load_checkpoint(path)
+    loaded = load_checkpoint(path, trusted=True)
+    assert loaded["config"]["model"] == "BPR"  # converted to plain data
+
+
+def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
+    path = str(tmp_path / "model.pth")
+    safe_checkpoints.atomic_torch_save({"a": torch.ones(2)}, path)
+
+    def broken_save(obj, f, *args, **kwargs):
+        f.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError):
+        safe_checkpoints.atomic_torch_save({"a": torch.zeros(2)}, path)
+    monkeypatch.undo()
+    assert torch.equal(torch.load(path, weights_only=True)["a"], torch.ones(2))  # old file intact
+    assert os.listdir(tmp_path) == ["model.pth"]  # no temporary left behind
+
+
+def test_plugin_never_imports_recbole_quick_start_or_ray():
+    code = (
+        "import sys, recbole_mkg.quick_start, recbole_mkg.trainer, recbole_mkg.data; "
+        "import run_recbole_mkg; "
+        "bad = [m for m in ('recbole.quick_start', 'ray') if m in sys.modules]; "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_config_ignores_sys_argv(tiny_root, monkeypatch):
+    # RecBole's Config reads any --key=value in sys.argv (pytest's own flags included)
+    monkeypatch.setattr(sys, "argv", ["pytest", "--learning_rate=0.5", "--epochs=oops"])
+    config = Config(model="BPR", dataset="mkg-tiny", config_dict=tiny_config(tiny_root))
+    assert config["learning_rate"] == 0.001
+    assert config["epochs"] == 1
+
+
+def test_item_features_with_missing_values_load(fresh_tiny):
+    # guards the pandas<3 pin: on pandas 3 RecBole's chained fillna(inplace=True) is a no-op (NaN floats
+    # stay), empty seq cells crash loading, and Series.agg(len) breaks token_seq remapping
+    from recbole.data.dataset import Dataset
+
+    folder = os.path.join(str(fresh_tiny), "mkg-tiny")
+    items = [line.split("\t")[0] for line in open(os.path.join(folder, "mkg-tiny.link"), encoding="utf-8")][1:]
+    with open(os.path.join(folder, "mkg-tiny.item"), "w", encoding="utf-8") as f:
+        f.write("item_id:token\tprice:float\tgenres:token_seq\n")
+        for k, item in enumerate(items):
+            price = "" if k == 0 else f"{k % 7 + 1}.0"
+            genres = "" if k == 1 else "a b"
+            f.write(f"{item}\t{price}\t{genres}\n")
+    config = Config(model="BPR", dataset="mkg-tiny", config_dict=tiny_config(
+        fresh_tiny, load_col={"inter": ["user_id", "item_id"], "item": ["item_id", "price", "genres"]}))
+    dataset = Dataset(config)
+    price = dataset.item_feat["price"]
+    price = np.asarray(price, dtype=np.float64)
+    assert not np.isnan(price).any()
+    assert len(dataset.item_feat["genres"]) == len(price)

@@ -23,6 +23,7 @@ import hashlib
 import json
 import os
 import tempfile
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -89,7 +90,13 @@ def read_feature_file(path, expected_dim=None):
     if not os.path.isfile(path):
         raise FeatureFileError(f"{path}: feature file not found")
     try:
-        df = pd.read_csv(path, sep="\t", dtype=str, quoting=3, keep_default_na=False, header=0, engine="c")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            df = pd.read_csv(path, sep="\t", dtype=str, quoting=3, keep_default_na=False, header=0,
+                             index_col=False, engine="c")
+    except pd.errors.ParserWarning:
+        raise FeatureFileError(f"{path}: rows have more tab-separated columns than the header's 2; "
+                               f"each row is '<id><TAB><v1 v2 ...>' (values separated by spaces)")
     except pd.errors.EmptyDataError:
         raise FeatureFileError(f"{path}: file is empty; expected a header 'entity_id:token<TAB>feature:float_seq'")
     except pd.errors.ParserError as err:
@@ -139,8 +146,6 @@ def read_feature_file(path, expected_dim=None):
 
 def _parse_floats(path, values, expected_count):
     joined = " ".join(values.tolist())
-    import warnings
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
@@ -172,8 +177,10 @@ def read_meta(path):
             raise FeatureFileError(f"{meta_path}: not valid JSON ({err})")
 
 
-def write_feature_file(path, ids, matrix, id_field="entity_id", meta=None, decimals=6):
-    """Write ``ids`` [N] and ``matrix`` [N, D] atomically in the feature-file format (+ ``.json`` meta)."""
+def write_feature_file(path, ids, matrix, id_field="entity_id", meta=None, significant_digits=9):
+    """Write ``ids`` [N] and ``matrix`` [N, D] atomically in the feature-file format (+ ``.json`` meta).
+
+    The default 9 significant digits make the text round-trip float32 exactly."""
     matrix = np.asarray(matrix, dtype=np.float32)
     ids = [str(i) for i in ids]
     if matrix.ndim != 2 or matrix.shape[0] != len(ids):
@@ -186,7 +193,7 @@ def write_feature_file(path, ids, matrix, id_field="entity_id", meta=None, decim
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(f"{id_field}:token\tfeature:float_seq\n")
-            fmt = f"%.{decimals}g"
+            fmt = f"%.{significant_digits}g"  # 9 significant digits round-trip float32 exactly
             for ident, row in zip(ids, matrix):
                 f.write(ident + "\t" + " ".join(fmt % v for v in row) + "\n")
         os.replace(tmp, path)

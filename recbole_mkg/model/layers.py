@@ -53,7 +53,7 @@ class CollaborativeKG(nn.Module):
     def adjacency(self, values):
         """Sparse COO [n_nodes, n_nodes] matrix with A[h, t] = values, on the values' device."""
         index = torch.stack([self.head, self.tail])
-        return torch.sparse_coo_tensor(index, values, (self.n_nodes, self.n_nodes)).coalesce()
+        return torch.sparse_coo_tensor(index, values, (self.n_nodes, self.n_nodes), check_invariants=False).coalesce()
 
 
 def knowledge_aware_attention(ckg, node_embedding, relation_embedding, trans_w):

@@ -1,0 +1,205 @@
+"""Multi-KG4Rec and the KGAT port: shapes, gradients, full-sort vs per-pair, ablations, equivalences."""
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+from recbole.data import data_preparation
+from recbole.data.interaction import Interaction
+from recbole.utils import init_seed
+
+from recbole_mkg.config import Config
+from recbole_mkg.data import create_dataset
+from recbole_mkg.model.knowledge_aware_recommender import KGAT, MultiKG4Rec
+from recbole_mkg.model.layers import CollaborativeKG, knowledge_aware_attention
+from recbole_mkg.model.neighbour_sequences import bfs_sequences
+from tests.conftest import tiny_config
+
+
+def build(root, model="MultiKG4Rec", **overrides):
+    config = Config(model=model, dataset="mkg-tiny", config_dict=tiny_config(root, **overrides))
+    init_seed(config["seed"], config["reproducibility"])
+    dataset = create_dataset(config)
+    train, _, _ = data_preparation(config, dataset)
+    init_seed(config["seed"], config["reproducibility"])
+    model_class = {"MultiKG4Rec": MultiKG4Rec, "KGAT": KGAT}[model]
+    return model_class(config, train._dataset), train._dataset
+
+
+def batch(model, n=8):
+    g = torch.Generator().manual_seed(0)
+    return Interaction({
+        model.USER_ID: torch.randint(1, model.n_users, (n,), generator=g),
+        model.ITEM_ID: torch.randint(1, model.n_items, (n,), generator=g),
+        model.NEG_ITEM_ID: torch.randint(1, model.n_items, (n,), generator=g),
+    })
+
+
+@pytest.fixture(scope="module")
+def model_and_data(tiny_root):
+    return build(tiny_root)
+
+
+def test_shapes(model_and_data):
+    model, _ = model_and_data
+    user, entity = model.forward()
+    per_view = 16 + 16 + 8  # embedding + layers [16, 8]
+    assert user.shape == (model.n_users, 2 * per_view)
+    assert entity.shape == (model.n_entities, 2 * per_view)
+    assert model.item_sequences.shape == (model.n_items, 6)
+
+
+def test_gradients_reach_every_part(model_and_data):
+    model, _ = model_and_data
+    model.train()
+    model.zero_grad()
+    model.calculate_loss(batch(model)).backward()
+    for name in ["user_embedding.weight", "entity_embedding.weight", "modal_projection.visual.0.weight",
+                 "modal_projection.text.0.weight", "transformer.layers.0.attention.visual.q.weight",
+                 "transformer.layers.0.ffn.text.0.weight", "propagation.visual.aggregator_layers.0.W1.weight",
+                 "propagation.text.aggregator_layers.1.W2.weight"]:
+        grad = dict(model.named_parameters())[name].grad
+        assert grad is not None and grad.abs().sum() > 0, name
+    model.zero_grad()
+    kg = Interaction({
+        model.HEAD_ENTITY_ID: torch.tensor([1, 2, 3]), model.RELATION_ID: torch.tensor([1, 2, 1]),
+        model.TAIL_ENTITY_ID: torch.tensor([4, 5, 6]), model.NEG_TAIL_ENTITY_ID: torch.tensor([7, 8, 9]),
+    })
+    loss = model.calculate_kg_loss(kg)
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert model.trans_w.weight.grad.abs().sum() > 0
+    assert model.modal_projection["text"][0].weight.grad is not None
+
+
+def test_full_sort_equals_per_pair_predict(model_and_data):
+    model, _ = model_and_data
+    model.eval()
+    model.update_attentive_A()
+    users = torch.tensor([1, 5, 9])
+    with torch.no_grad():
+        full = model.full_sort_predict(Interaction({model.USER_ID: users})).view(3, model.n_items)
+        items = torch.arange(model.n_items)
+        pairs = Interaction({model.USER_ID: users.repeat_interleave(model.n_items), model.ITEM_ID: items.repeat(3)})
+        per_pair = model.predict(pairs).view(3, model.n_items)
+    torch.testing.assert_close(full, per_pair, rtol=1e-5, atol=1e-5)
+
+
+def test_attention_is_a_softmax_over_each_heads_triples(model_and_data):
+    model, _ = model_and_data
+    model.update_attentive_A()
+    att = model.attention_visual
+    sums = torch.zeros(model.ckg.n_nodes).index_add_(0, model.ckg.head, att)
+    heads = torch.unique(model.ckg.head)
+    torch.testing.assert_close(sums[heads], torch.ones(len(heads)))
+    assert not torch.equal(model.attention_visual, model.attention_text)  # per-view attention
+
+
+def test_kgat_initial_adjacency_matches_recbole_formula(tiny_root):
+    model, dataset = build(tiny_root, model="KGAT")
+    ckg = dataset.ckg_graph(form="coo", value_field="relation_id")
+    expected = None
+    for r in np.unique(ckg.data):  # RecBole: sum over relations of D_r^-1 A_r
+        keep = ckg.data == r
+        a = sp.coo_matrix((np.ones(keep.sum()), (ckg.row[keep], ckg.col[keep])), shape=ckg.shape).tocsr()
+        deg = np.asarray(a.sum(1)).ravel()
+        d_inv = np.where(deg > 0, 1.0 / np.maximum(deg, 1), 0.0)
+        part = sp.diags(d_inv) @ a
+        expected = part if expected is None else expected + part
+    np.testing.assert_allclose(model.A_in.to_dense().numpy(), expected.toarray(), rtol=1e-6)
+
+
+def test_without_modalities_multikg4rec_is_the_kgat_port(tiny_root):
+    # the paper's "w/o t&v" row: the propagation reduces to KGAT
+    mkg, _ = build(tiny_root, modalities=[])
+    kgat, _ = build(tiny_root, model="KGAT")
+    assert mkg.transformer is None and len(mkg.modal_projection) == 0 and mkg.views == ["id"]
+    state = {k.replace("propagation.", "propagation.id.", 1) if k.startswith("propagation.") else k: v
+             for k, v in kgat.state_dict().items()}
+    state["attention_id"] = state.pop("attention")
+    mkg.load_state_dict(state)
+    mkg.eval(), kgat.eval()
+    kgat.update_attentive_A(), mkg.update_attentive_A()
+    torch.testing.assert_close(mkg.attention_id, kgat.attention)
+    for a, b in zip(mkg.forward(), kgat.forward()):
+        torch.testing.assert_close(a, b)
+    b = batch(mkg)
+    torch.testing.assert_close(mkg.calculate_loss(b), kgat.calculate_loss(b))
+
+
+def _fused(model):
+    model.eval()
+    with torch.no_grad():
+        return model.fuse(model.view_inputs())
+
+
+def test_text_only_ignores_visual_features(tiny_root):
+    model, _ = build(tiny_root, modalities=["text"])
+    assert model.views == ["text"] and not hasattr(model, "features_visual")
+    user, _ = model.forward()
+    assert user.shape[1] == 16 + 16 + 8
+
+
+@pytest.mark.parametrize("direction, text_sees_visual, visual_sees_text", [
+    ("bidirectional", True, True), ("text_to_visual", True, False), ("visual_to_text", False, True),
+    ("none", False, False),
+])
+def test_cross_attention_direction(tiny_root, direction, text_sees_visual, visual_sees_text):
+    model, _ = build(tiny_root, cross_attention=direction)
+    base = _fused(model)
+    items = slice(model.n_users + 1, model.n_users + model.n_items)
+    original_visual = model.features_visual.clone()
+    with torch.no_grad():
+        model.features_visual.mul_(-3.0)  # change only the visual input
+    changed = _fused(model)
+    assert not torch.allclose(changed["visual"][items], base["visual"][items])
+    assert torch.allclose(changed["text"][items], base["text"][items]) != text_sees_visual
+    with torch.no_grad():
+        model.features_visual.copy_(original_visual)
+        model.features_text.mul_(-3.0)
+    changed = _fused(model)
+    assert torch.allclose(changed["visual"][items], base["visual"][items]) != visual_sees_text
+
+
+def test_masked_entities_keep_their_id_embedding(model_and_data):
+    model, _ = model_and_data
+    missing = torch.nonzero(model.mask_visual.squeeze(1) == 0).flatten()
+    present = torch.nonzero(model.mask_visual.squeeze(1) == 1).flatten()
+    with torch.no_grad():
+        x = model.entity_view("visual")
+        torch.testing.assert_close(x[missing], model.entity_embedding.weight[missing])
+        assert not torch.allclose(x[present], model.entity_embedding.weight[present])
+
+
+def test_bfs_sequences_order_and_padding():
+    # path graph 0-1-2-3-4 plus a leaf 5 on node 1
+    edges = [(0, 1), (1, 2), (2, 3), (3, 4), (1, 5)]
+    rows, cols = zip(*(edges + [(b, a) for a, b in edges]))
+    adj = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(6, 6))
+    seq, pad = bfs_sequences(adj, np.array([0, 2]), seq_len=5, max_hops=2, seed=0)
+    # seed 0: itself, hop 1 = {1}, hop 2 = {2, 5}, then padding (3 is 3 hops away)
+    assert seq[0, 0] == 0 and seq[0, 1] == 1 and set(seq[0, 2:4]) == {2, 5}
+    assert pad[0].tolist() == [False, False, False, False, True]
+    # seed 2: itself, hop 1 = {1, 3}, hop 2 = {0, 4, 5}: only two of the three fit
+    assert seq[1, 0] == 2 and set(seq[1, 1:3]) == {1, 3} and set(seq[1, 3:5]) < {0, 4, 5}
+    assert not pad[1].any()
+
+
+def test_bfs_sequences_use_training_interactions_only(model_and_data):
+    model, dataset = model_and_data
+    seqs = model.item_sequences
+    assert torch.equal(seqs[:, 0], torch.arange(model.n_items) + model.n_users)
+    item = 5
+    users = set(dataset.inter_feat[dataset.uid_field][dataset.inter_feat[dataset.iid_field] == item].tolist())
+    seq_users = {int(n) for n in seqs[item][~model.item_padding[item]] if n < model.n_users}
+    assert seq_users and seq_users <= users
+
+
+def test_invalid_config_values(tiny_root):
+    with pytest.raises(ValueError, match="cross_attention"):
+        build(tiny_root, cross_attention="sideways")
+    with pytest.raises(ValueError, match="n_heads"):
+        build(tiny_root, n_heads=5)
+    with pytest.raises(ValueError, match="neighbour_seq_len"):
+        build(tiny_root, neighbour_seq_len=0)
+    with pytest.raises(ValueError, match="aggregator_type"):
+        build(tiny_root, aggregator_type="max")

@@ -30,6 +30,34 @@ class Config(RecBoleConfig):
             if not os.path.isfile(path):
                 raise FileNotFoundError(f"config file not found: {path} (given in config_file_list / --config_files)")
         super().__init__(model, dataset, config_file_list, config_dict)
+        self._validate()
+
+    #: key -> (types, predicate, what the value must be)
+    CHECKS = {
+        "epochs": (int, lambda v: v >= 1, "a positive integer"),
+        "train_batch_size": (int, lambda v: v >= 1, "a positive integer"),
+        "eval_batch_size": (int, lambda v: v >= 1, "a positive integer"),
+        "eval_step": (int, lambda v: v >= 0, "a non-negative integer"),
+        "stopping_step": (int, lambda v: v >= 1, "a positive integer"),
+        "learning_rate": ((int, float), lambda v: v > 0, "a positive number"),
+        "weight_decay": ((int, float), lambda v: v >= 0, "a non-negative number"),
+        "reg_weight": ((int, float), lambda v: v >= 0, "a non-negative number"),
+        "embedding_size": (int, lambda v: v >= 1, "a positive integer"),
+        "mess_dropout": ((int, float), lambda v: 0 <= v < 1, "a number in [0, 1)"),
+        "hidden_dropout": ((int, float), lambda v: 0 <= v < 1, "a number in [0, 1)"),
+        "attn_dropout": ((int, float), lambda v: 0 <= v < 1, "a number in [0, 1)"),
+        "layers": (list, lambda v: all(isinstance(x, int) and x >= 1 for x in v), "a list of positive integers"),
+        "seed": (int, lambda v: True, "an integer"),
+    }
+
+    def _validate(self):
+        """Clear errors for the common keys whose bad values RecBole reports late or obscurely."""
+        for key, (types, ok, what) in self.CHECKS.items():
+            if key not in self.final_config_dict or self.final_config_dict[key] is None:
+                continue
+            value = self.final_config_dict[key]
+            if isinstance(value, bool) or not isinstance(value, types) or not ok(value):
+                raise ValueError(f"config '{key}' must be {what}, got {value!r}")
 
     def _load_cmd_line(self):
         """Never read ``sys.argv``; see the module docstring."""

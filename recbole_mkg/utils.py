@@ -43,7 +43,8 @@ def get_model(model_name):
                 return getattr(module, model_name)
     try:
         return recbole_get_model(model_name)
-    except (ValueError, AttributeError) as err:
+    except (ValueError, AttributeError, ModuleNotFoundError) as err:
+        # (an unknown name makes RecBole import its exlib package, which needs xgboost/lightgbm)
         raise UnknownModelError(
             f"unknown model {model_name!r}: it is neither a recbole-mkg model "
             f"({', '.join(plugin_model_names())}) nor a RecBole model "

@@ -120,3 +120,15 @@ def test_item_features_with_missing_values_load(fresh_tiny):
     price = np.asarray(price, dtype=np.float64)
     assert not np.isnan(price).any()
     assert len(dataset.item_feat["genres"]) == len(price)
+
+
+def test_torch_scatter_stand_in_matches_definitions():
+    # KGIN/MCCLK import torch_scatter, which has no wheel for current torch
+    import torch_scatter
+
+    src = torch.tensor([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])
+    index = torch.tensor([0, 0, 2])
+    mean = torch_scatter.scatter_mean(src=src, index=index, dim_size=4, dim=0)
+    torch.testing.assert_close(mean, torch.tensor([[2.0, 3.0], [0.0, 0.0], [5.0, 6.0], [0.0, 0.0]]))
+    soft = torch_scatter.scatter_softmax(torch.tensor([0.0, 0.0, 1.0]), index=torch.tensor([0, 0, 1]), dim=0)
+    torch.testing.assert_close(soft, torch.tensor([0.5, 0.5, 1.0]))

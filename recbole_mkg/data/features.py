@@ -196,7 +196,7 @@ def write_feature_file(path, ids, matrix, id_field="entity_id", meta=None, signi
             fmt = f"%.{significant_digits}g"  # 9 significant digits round-trip float32 exactly
             for ident, row in zip(ids, matrix):
                 f.write(ident + "\t" + " ".join(fmt % v for v in row) + "\n")
-        os.replace(tmp, path)
+        _publish(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
@@ -205,13 +205,21 @@ def write_feature_file(path, ids, matrix, id_field="entity_id", meta=None, signi
         atomic_write_json(path + ".json", meta)
 
 
+def _publish(tmp, path):
+    """Give a finished temporary file normal permissions (mkstemp makes it 0600) and rename it."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, path)
+
+
 def atomic_write_json(path, obj):
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         json.dump(obj, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
+    _publish(tmp, path)
 
 
 def _cache_file(path, cache_dir):

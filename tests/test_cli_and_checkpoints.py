@@ -1,0 +1,85 @@
+"""End-to-end: the CLI, RecBole baselines through the plugin, checkpoints and load_data_and_model."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+import run_recbole_mkg
+from recbole_mkg.quick_start import load_data_and_model, run_recbole_mkg as run
+from recbole_mkg.utils import UnknownModelError, get_trainer
+from tests.conftest import ROOT, tiny_config
+
+
+def _flags(root, **overrides):
+    return [f"--{k}={v}" for k, v in tiny_config(root, **overrides).items()]
+
+
+def test_cli_one_epoch_end_to_end(tiny_root):
+    proc = subprocess.run(
+        [sys.executable, "run_recbole_mkg.py", "--model=MultiKG4Rec", "--dataset=mkg-tiny"] + _flags(tiny_root),
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "test result (MultiKG4Rec on mkg-tiny)" in proc.stdout
+    assert "ndcg@20" in proc.stdout
+
+
+def test_cli_parses_recbole_style_flags(tiny_root):
+    args, files, overrides = run_recbole_mkg.parse_args(
+        ["--model=KGAT", "--dataset=x", "--config_files=a.yaml b.yaml", "--learning_rate=0.01"])
+    assert (args.model, args.dataset, files, overrides) == ("KGAT", "x", ["a.yaml", "b.yaml"], {"learning_rate": "0.01"})
+    with pytest.raises(SystemExit):
+        run_recbole_mkg.parse_args(["--model=KGAT", "stray"])
+
+
+def test_unknown_model_is_a_clear_error(tiny_root):
+    with pytest.raises(UnknownModelError, match=r"unknown model 'MultiKG4Recc'.*MultiKG4Rec"):
+        run("MultiKG4Recc", "mkg-tiny", config_dict=tiny_config(tiny_root))
+
+
+def test_missing_dataset_and_config_file_are_clear_errors(tiny_root, tmp_path):
+    with pytest.raises(FileNotFoundError, match="dataset folder not found"):
+        run("BPR", "no-such-dataset", config_dict=tiny_config(tiny_root))
+    with pytest.raises(FileNotFoundError, match="config file not found"):
+        run("BPR", "mkg-tiny", config_file_list=[str(tmp_path / "missing.yaml")], config_dict=tiny_config(tiny_root))
+
+
+def test_invalid_config_value_is_a_clear_error(tiny_root):
+    with pytest.raises(ValueError, match="config 'epochs'"):
+        run("BPR", "mkg-tiny", config_dict=tiny_config(tiny_root, epochs="many"))
+    with pytest.raises(ValueError, match="config 'learning_rate'"):
+        run("BPR", "mkg-tiny", config_dict=tiny_config(tiny_root, learning_rate=-1))
+
+
+def test_alias_and_trainer_lookup():
+    from recbole.utils import ModelType
+
+    from recbole_mkg.trainer import MultiKG4RecTrainer
+
+    assert get_trainer(ModelType.KNOWLEDGE, "MultiKG4Rec") is MultiKG4RecTrainer
+    assert get_trainer(ModelType.KNOWLEDGE, "KGAT").__name__ == "KGATTrainer"
+    assert get_trainer(ModelType.KNOWLEDGE, "Multi-KG4Rec") is MultiKG4RecTrainer
+
+
+def test_plugin_kgat_replaces_recbole_kgat():
+    from recbole_mkg.utils import get_model
+
+    assert get_model("KGAT").__module__ == "recbole_mkg.model.knowledge_aware_recommender.kgat"
+    assert get_model("BPR").__module__.startswith("recbole.model")
+
+
+@pytest.mark.parametrize("model", ["BPR", "LightGCN", "NGCF", "SpectralCF", "KGAT", "KGIN", "CKE", "KGCN"])
+def test_baselines_run_through_the_plugin(tiny_root, model):
+    result = run(model, "mkg-tiny", config_dict=tiny_config(tiny_root), saved=True)
+    assert 0.0 <= result["test_result"]["ndcg@20"] <= 1.0
+    assert os.path.isfile(result["checkpoint"])
+
+
+def test_checkpoint_then_load_data_and_model_gives_same_metrics(tiny_root):
+    result = run("MultiKG4Rec", "mkg-tiny", config_dict=tiny_config(tiny_root, epochs=2), saved=True)
+    config, model, dataset, train_data, valid_data, test_data = load_data_and_model(result["checkpoint"])
+    assert config["model"] == "MultiKG4Rec" and config["epochs"] == 2
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    again = trainer.evaluate(test_data, load_best_model=False, show_progress=False)
+    assert dict(again) == dict(result["test_result"])

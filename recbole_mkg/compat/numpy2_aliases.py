@@ -5,6 +5,8 @@
 dataset and layers use ``np.float`` and ``np.long``. The fix restores the aliases RecBole expects, only
 where NumPy lacks them, and replaces ``compatibility_settings`` with a version that works on NumPy 1 and 2.
 """
+import warnings
+
 import numpy as np
 
 #: alias name -> the type RecBole meant by it (the NumPy 1.x meaning)
@@ -25,10 +27,12 @@ ALIASES = {
 
 
 def _missing(name):
-    try:
-        getattr(np, name)
-    except AttributeError:
-        return True
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # NumPy 2 warns on the expired aliases
+        try:
+            getattr(np, name)
+        except AttributeError:
+            return True
     return False
 
 

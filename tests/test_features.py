@@ -107,7 +107,11 @@ def test_item_keyed_feature_file(fresh_tiny):
     write_feature_file(os.path.join(folder, "mkg-tiny.visual_items.feat"), item_ids, table.matrix, id_field="item_id")
     dataset = _dataset(fresh_tiny, feature_files={"visual": "visual_items.feat", "text": "text.feat"})
     token2id = dataset.field2token_id[dataset.entity_field]
-    np.testing.assert_allclose(dataset.modal_features["visual"][token2id[table.ids[0]]].numpy(), table.matrix[0])
+    items = dataset.field2token_id[dataset.iid_field]
+    rows = [k for k, item in enumerate(item_ids) if item in items]  # items with interactions
+    assert rows
+    for k in rows:
+        np.testing.assert_array_equal(dataset.modal_features["visual"][token2id[table.ids[k]]].numpy(), table.matrix[k])
 
 
 def test_unknown_ids_are_reported_and_dropped_or_strict(fresh_tiny, caplog):
@@ -168,3 +172,21 @@ def test_general_models_see_the_kg_models_interactions_and_split(fresh_tiny):
     assert isinstance(bpr_dataset, KGFilteredDataset)
     assert bpr_dataset.inter_num == kgat_dataset.inter_num
     assert bpr_pairs == kgat_pairs
+
+
+def test_drop_relations_for_kg_and_general_models(fresh_tiny):
+    from recbole_mkg.data import KGDataset
+
+    def dataset(model, **overrides):
+        config = Config(model=model, dataset="mkg-tiny", config_dict=tiny_config(fresh_tiny, **overrides))
+        return create_dataset(config)
+
+    full = dataset("KGIN")  # a RecBole KG model also gets the plugin's KGDataset
+    assert isinstance(full, KGDataset)
+    dropped = dataset("KGIN", drop_relations=["film.genre"])
+    relation_tokens = set(dropped.field2id_token[dropped.relation_field].tolist())
+    assert "film.genre" not in relation_tokens and "film.genre" in set(full.field2id_token[full.relation_field])
+    assert len(dropped.kg_feat) < len(full.kg_feat)
+    # items reachable only through the dropped relation lose their interactions for every model
+    only_items = dataset("BPR", drop_relations=["film.genre", "film.director", "film.year"])
+    assert only_items.inter_num == 0 or only_items.inter_num < full.inter_num

@@ -1,13 +1,14 @@
 """Data layer: feature files, the multimodal KG dataset, the embedded demo dataset."""
+import importlib
 import os
 
 from recbole.data import create_dataset as recbole_create_dataset
 from recbole.utils import ModelType
 
-from recbole_mkg.data.dataset import KGFilteredDataset, MultimodalKGDataset, has_kg_files
+from recbole_mkg.data.dataset import KGDataset, KGFilteredDataset, MultimodalKGDataset, has_kg_files
 from recbole_mkg.data.demo import DEMO_NAME, ensure_demo
 
-__all__ = ["create_dataset", "MultimodalKGDataset", "KGFilteredDataset"]
+__all__ = ["create_dataset", "KGDataset", "MultimodalKGDataset", "KGFilteredDataset"]
 
 
 def create_dataset(config):
@@ -16,6 +17,8 @@ def create_dataset(config):
     * plugin models name their dataset class (``model_class.dataset_class``);
     * general (non-KG) models on a dataset with ``.kg``/``.link`` files get :class:`KGFilteredDataset`
       when ``kg_filter_interactions`` is on (default), so they see the KG models' interactions;
+    * other knowledge-aware models (RecBole's too) get :class:`KGDataset` (``drop_relations``), unless
+      RecBole has a dataset class named for the model;
     * everything else: RecBole's own ``create_dataset``.
     The demo dataset is generated first if missing.
     """
@@ -32,6 +35,10 @@ def create_dataset(config):
     dataset_class = getattr(model_class, "dataset_class", None)
     if dataset_class is not None:
         return dataset_class(config)
+    if config["MODEL_TYPE"] == ModelType.KNOWLEDGE and not hasattr(
+        importlib.import_module("recbole.data.dataset"), config["model"] + "Dataset"
+    ):
+        return KGDataset(config)
     if (
         config["MODEL_TYPE"] == ModelType.GENERAL
         and config["kg_filter_interactions"]

@@ -44,8 +44,34 @@ def requested_modalities(config):
     return modalities
 
 
-class MultimodalKGDataset(KnowledgeBasedDataset):
-    """``KnowledgeBasedDataset`` + aligned per-entity feature matrices and presence masks."""
+def _relations_to_drop(config):
+    drop = config["drop_relations"] or []
+    if isinstance(drop, str):
+        drop = [drop]
+    return list(drop)
+
+
+class KGDataset(KnowledgeBasedDataset):
+    """RecBole's ``KnowledgeBasedDataset`` plus ``drop_relations``: KG triples of the listed relations
+    (tokens as in the ``.kg`` file, e.g. DBpedia's generic ``dbo:wikiPageWikiLink``) are removed before
+    RecBole's own filtering, so the entities they alone reached and the items linked only through them
+    disappear too. Used for every knowledge-aware model, the plugin's and RecBole's."""
+
+    def _data_filtering(self):
+        drop = _relations_to_drop(self.config)
+        if drop:
+            relations = self.kg_feat[self.relation_field]
+            unknown = sorted(set(drop) - set(relations.unique()))
+            if unknown:
+                self.logger.warning(f"drop_relations: {unknown} do not occur in {self.dataset_name}.kg")
+            keep = ~relations.isin(drop)
+            self.logger.info(set_color("drop_relations", "blue") + f": dropped {int((~keep).sum())} triples of {drop}")
+            self.kg_feat.drop(self.kg_feat.index[~keep], inplace=True)
+        super()._data_filtering()
+
+
+class MultimodalKGDataset(KGDataset):
+    """``KGDataset`` + aligned per-entity feature matrices and presence masks."""
 
     def __init__(self, config):
         super().__init__(config)
@@ -59,7 +85,8 @@ class MultimodalKGDataset(KnowledgeBasedDataset):
                 f"config 'feature_files' has no file for modality {modality!r} that the model uses; "
                 f"set feature_files: {{{modality}: <suffix>}} or drop it from 'modalities'"
             )
-        return os.path.join(self.dataset_path, f"{self.dataset_name}.{suffix}")
+        folder = self.config["feature_dir"] or self.dataset_path
+        return os.path.join(folder, f"{self.dataset_name}.{suffix}")
 
     def _load_modal_features(self):
         self.modal_features, self.modal_masks, self.modal_info = {}, {}, {}
@@ -120,7 +147,8 @@ class MultimodalKGDataset(KnowledgeBasedDataset):
 
 
 class KGFilteredDataset(Dataset):
-    """Plain ``Dataset`` restricted to items linked to the KG (same interactions as the KG models)."""
+    """Plain ``Dataset`` restricted to items linked to the KG (same interactions as the KG models,
+    ``drop_relations`` included)."""
 
     def _data_filtering(self):
         super()._data_filtering()
@@ -129,6 +157,7 @@ class KGFilteredDataset(Dataset):
         link = _read_atomic(link_path)
         kg = _read_atomic(kg_path)
         head, tail = self.config["HEAD_ENTITY_ID_FIELD"], self.config["TAIL_ENTITY_ID_FIELD"]
+        kg = kg[~kg[self.config["RELATION_ID_FIELD"]].isin(_relations_to_drop(self.config))]
         entities = set(kg[head].values) | set(kg[tail].values)
         linked = link[link[self.config["ENTITY_ID_FIELD"]].isin(entities)][self.iid_field].values
         keep = self.inter_feat[self.iid_field].isin(set(linked))

@@ -25,10 +25,10 @@ import numpy as np
 from recbole_mkg.data.features import atomic_write_json, write_feature_file
 
 DEMO_NAME = "mkg-demo"
-DEMO_VERSION = 2
+DEMO_VERSION = 3
 DEFAULTS = dict(
-    seed=7, n_users=400, n_items=600, n_styles=8, n_topics=8, n_directors=50, n_years=10, n_countries=6,
-    inter_per_user=(6, 24), beta=3.0, attr_fidelity=0.5, director_fidelity=0.5,
+    seed=7, n_users=500, n_items=1000, n_styles=8, n_topics=8, n_directors=50, n_years=10, n_countries=6,
+    inter_per_user=(5, 15), beta=4.0, attr_fidelity=0.5, director_fidelity=0.5,
     visual_dim=64, text_dim=48, feature_noise=0.5, missing_image=0.15, missing_text=0.10,
 )
 

@@ -1,0 +1,460 @@
+"""Side-by-side comparison of several models on one dataset, one saved split and several seeds.
+
+    python run_recbole_mkg.py --model=BPR,LightGCN,KGAT,MultiKG4Rec --dataset=ml-100k-kg \
+        --data_path=../shared/datasets --seeds=2020,2021,2022 --results_dir=results/ml-100k-kg \
+        --config_files=recbole_mkg/properties/protocol/paper.yaml --epochs_cap=KGAT:20,MultiKG4Rec:20
+
+What it guarantees:
+
+* **One split.** The interactions are loaded once as a general (non-KG) model sees them on a KG dataset
+  (KG-filtered, :class:`recbole_mkg.data.KGFilteredDataset`), split once with ``split_seed`` and written
+  as RecBole benchmark files (``<dataset>.train/.valid/.test.inter``) into ``<results_dir>/split/``,
+  beside links to the dataset's other files. Every run reads that folder (``benchmark_filename``), so
+  every model, KG or not, trains, validates and tests on exactly the same interactions; the seeds vary
+  initialisation and negative sampling, never the split.
+* **One process per (model, seed)**, so its peak memory is its own; each writes
+  ``runs/<model>__seed<seed>.json`` atomically (temporary file + rename) and the merged config to
+  ``configs/<model>__seed<seed>.yaml``. Existing results are skipped: a comparison resumes where it
+  stopped and can be filled up over several sittings. A failed run writes ``<key>.failed.json`` (with
+  the traceback) and is retried next time.
+* **Tables**: ``results.md`` and ``results.csv`` with mean +- std over seeds of the test metrics, train
+  seconds per epoch, evaluation seconds, peak RSS (and peak GPU memory on a GPU), #parameters, epochs to
+  best, the epoch cap of each model; ``chart.png`` of the headline metric (``valid_metric``).
+"""
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+
+import yaml
+
+__all__ = ["compare", "run_one", "prepare_split", "summarise", "parse_epoch_caps", "HEADLINE_METRICS"]
+
+HEADLINE_METRICS = [f"{m}@{k}" for m in ("recall", "mrr", "ndcg", "hit") for k in (10, 20)]
+PROTOCOL_DIR = os.path.join(os.path.dirname(os.path.realpath(__file__)), "properties", "protocol")
+SPLIT_PARTS = ("train", "valid", "test")
+
+
+# ---- small helpers ------------------------------------------------------------------------------------
+def atomic_write_text(path, text):
+    """Write ``text`` to a temporary file beside ``path``, then rename it into place."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def atomic_write_json(path, obj):
+    atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=True, default=str))
+
+
+def run_key(model, seed):
+    return f"{model}__seed{seed}"
+
+
+def protocol_file(name):
+    """Path of a ready protocol config, e.g. ``protocol_file("paper")``."""
+    path = os.path.join(PROTOCOL_DIR, f"{name}.yaml")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no protocol {name!r}: {path} missing")
+    return path
+
+
+def parse_epoch_caps(text, models=()):
+    """``"KGAT:20,BPR:100"`` -> ``{"KGAT": 20, "BPR": 100}``; a bare ``"20"`` caps every model."""
+    if text in (None, ""):
+        return {}
+    if isinstance(text, dict):
+        return {k: int(v) for k, v in text.items()}
+    text = str(text)
+    if ":" not in text:
+        return {m: int(text) for m in models}
+    caps = {}
+    for part in text.split(","):
+        name, value = part.split(":")
+        caps[name.strip()] = int(value)
+    return caps
+
+
+def _peak_rss_mb():
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return peak / 1024.0 if sys.platform != "darwin" else peak / 2**20
+
+
+# ---- the saved split ------------------------------------------------------------------------------------
+def prepare_split(dataset, config_file_list=None, config_dict=None, results_dir="results", split_seed=2020):
+    """Split the KG-filtered interactions once and save them as RecBole benchmark files.
+
+    Returns:
+        dict: ``{"data_path": <folder holding <dataset>/>, "benchmark_filename": [train, valid, test],
+        "sizes": {...}}``; the overrides every run of the comparison uses.
+    """
+    import numpy as np
+    from recbole.utils import FeatureType, init_seed
+
+    from recbole_mkg.config import Config
+    from recbole_mkg.data import create_dataset
+
+    split_root = os.path.abspath(os.path.join(results_dir, "split"))
+    folder = os.path.join(split_root, dataset)
+    marker = os.path.join(folder, "split.json")
+    if os.path.isfile(marker):
+        with open(marker, encoding="utf-8") as f:
+            info = json.load(f)
+        return {"data_path": split_root, "benchmark_filename": list(SPLIT_PARTS), "sizes": info["sizes"]}
+
+    overrides = dict(config_dict or {})
+    overrides.update({"seed": split_seed, "benchmark_filename": None})
+    config = Config(model="BPR", dataset=dataset, config_file_list=config_file_list, config_dict=overrides)
+    init_seed(config["seed"], config["reproducibility"])
+    data = create_dataset(config)
+    parts = data.build()
+    source = os.path.abspath(config["data_path"])
+
+    os.makedirs(folder, exist_ok=True)
+    for entry in os.listdir(source):  # links to every file of the dataset (kg, link, features, ...)
+        target = os.path.join(folder, entry)
+        if not os.path.lexists(target) and not entry.startswith("."):
+            os.symlink(os.path.join(source, entry), target)
+
+    sizes = {}
+    for name, part in zip(SPLIT_PARTS, parts):
+        inter = part.inter_feat
+        columns, header = {}, []
+        for field in inter.columns:
+            ftype = data.field2type[field]
+            values = inter[field].numpy()
+            if ftype == FeatureType.TOKEN:
+                columns[field] = data.id2token(field, values)
+                header.append(f"{field}:token")
+            elif ftype == FeatureType.FLOAT:
+                columns[field] = values
+                header.append(f"{field}:float")
+        rows = ["\t".join(header)]
+        cols = [columns[h.split(":")[0]] for h in header]
+        rows.extend("\t".join(map(str, r)) for r in zip(*cols))
+        atomic_write_text(os.path.join(folder, f"{dataset}.{name}.inter"), "\n".join(rows) + "\n")
+        sizes[name] = int(len(inter))
+    atomic_write_json(marker, {"dataset": dataset, "source": source, "split_seed": split_seed,
+                               "eval_args": str(config["eval_args"]), "sizes": sizes,
+                               "users": int(data.user_num - 1), "items": int(data.item_num - 1),
+                               "interactions": int(np.sum(list(sizes.values())))})
+    return {"data_path": split_root, "benchmark_filename": list(SPLIT_PARTS), "sizes": sizes}
+
+
+# ---- one run (in its own process) ------------------------------------------------------------------
+def run_one(model, dataset, seed, config_file_list=None, config_dict=None, out_dir=None, saved=True):
+    """Train and test one model with one seed; returns the result record (and writes it when ``out_dir``).
+
+    The record holds the test and best validation results, timings (train seconds per epoch, seconds per
+    validation, test seconds), peak RSS of this process, peak GPU memory, #parameters, epochs run and
+    epochs to best, and the exact merged config (also written as YAML).
+    """
+    import torch
+    from recbole.utils import init_logger, init_seed
+
+    from recbole_mkg.compat.safe_checkpoints import to_plain
+    from recbole_mkg.config import Config
+    from recbole_mkg.quick_start import build
+
+    overrides = dict(config_dict or {})
+    overrides["seed"] = int(seed)
+    config = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=overrides)
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    dataset_obj, (train_data, valid_data, test_data), model_obj, trainer = build(config)
+
+    timings = {"train": [], "valid": [], "valid_scores": []}
+    train_epoch, valid_epoch = trainer._train_epoch, trainer._valid_epoch
+
+    def timed_train(*args, **kwargs):
+        start = time.perf_counter()
+        out = train_epoch(*args, **kwargs)
+        timings["train"].append(time.perf_counter() - start)
+        return out
+
+    def timed_valid(*args, **kwargs):
+        start = time.perf_counter()
+        score, result = valid_epoch(*args, **kwargs)
+        timings["valid"].append(time.perf_counter() - start)
+        timings["valid_scores"].append(float(score))
+        return score, result
+
+    trainer._train_epoch, trainer._valid_epoch = timed_train, timed_valid
+    if config["device"].type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    best_valid_score, best_valid_result = trainer.fit(train_data, valid_data, saved=saved, show_progress=False)
+    start = time.perf_counter()
+    test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=False)
+    test_seconds = time.perf_counter() - start
+
+    scores = timings["valid_scores"]
+    if scores:
+        pick = max if config["valid_metric_bigger"] else min
+        best_index = scores.index(pick(scores))
+        epochs_to_best = (best_index + 1) * max(1, int(config["eval_step"] or 1))
+    else:
+        epochs_to_best = len(timings["train"])
+    final_config = to_plain(config.final_config_dict)
+    record = {
+        "status": "ok",
+        "model": config["model"],
+        "dataset": config["dataset"],
+        "seed": int(seed),
+        "test_result": {k: float(v) for k, v in dict(test_result).items()},
+        "best_valid_result": {k: float(v) for k, v in dict(best_valid_result or {}).items()},
+        "best_valid_score": float(best_valid_score),
+        "valid_metric": str(config["valid_metric"]).lower(),
+        "valid_curve": scores,
+        "epochs_cap": int(config["epochs"]),
+        "epochs_run": len(timings["train"]),
+        "epochs_to_best": int(epochs_to_best),
+        "train_s_per_epoch": sum(timings["train"]) / max(1, len(timings["train"])),
+        "valid_s_per_eval": sum(timings["valid"]) / max(1, len(timings["valid"])),
+        "test_eval_s": test_seconds,
+        "peak_rss_mb": _peak_rss_mb(),
+        "peak_gpu_mb": (torch.cuda.max_memory_allocated() / 2**20) if config["device"].type == "cuda" else None,
+        "device": str(config["device"]),
+        "n_params": int(sum(p.numel() for p in model_obj.parameters())),
+        "split_sizes": {n: int(len(d._dataset.inter_feat))
+                        for n, d in zip(SPLIT_PARTS, (train_data, valid_data, test_data))},
+        "config": final_config,
+    }
+    if out_dir is not None:
+        key = run_key(config["model"], seed)
+        atomic_write_text(os.path.join(out_dir, "configs", f"{key}.yaml"),
+                          yaml.safe_dump(final_config, sort_keys=True, allow_unicode=True))
+        atomic_write_json(os.path.join(out_dir, "runs", f"{key}.json"), record)
+    return record
+
+
+def _worker(spec_path):
+    """Entry point of the child process: ``python -m recbole_mkg.compare --worker spec.json``."""
+    import recbole_mkg  # noqa: F401  (compatibility fixes)
+
+    with open(spec_path, encoding="utf-8") as f:
+        spec = json.load(f)
+    key = run_key(spec["model"], spec["seed"])
+    failed = os.path.join(spec["out_dir"], "runs", f"{key}.failed.json")
+    try:
+        run_one(spec["model"], spec["dataset"], spec["seed"], spec.get("config_file_list"),
+                spec.get("config_dict"), out_dir=spec["out_dir"], saved=spec.get("saved", True))
+    except BaseException as err:  # recorded, then the parent goes on with the next run
+        atomic_write_json(failed, {"status": "failed", "model": spec["model"], "seed": spec["seed"],
+                                   "error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()})
+        return 1
+    if os.path.exists(failed):
+        os.remove(failed)
+    return 0
+
+
+# ---- the side-by-side runner -----------------------------------------------------------------------
+def compare(models, dataset, seeds=(2020,), config_file_list=None, config_dict=None, results_dir=None,
+            epoch_caps=None, model_config_files=None, split_seed=None, timeout=None, saved=True,
+            python=sys.executable, log=print):
+    """Run every (model, seed) in its own process on one saved split; write the tables and chart.
+
+    Args:
+        models (list of str): plugin and/or RecBole model names.
+        dataset (str): dataset name (``data_path`` in ``config_dict`` / config files says where).
+        seeds (list of int): seeds; each model runs once per seed.
+        config_file_list (list of str): config files shared by every model (e.g. the paper protocol).
+        config_dict (dict): overrides shared by every model.
+        results_dir (str): output folder (default ``results/<dataset>``).
+        epoch_caps (dict): model -> maximum epochs (its ``epochs``), printed in the table.
+        model_config_files (dict): model -> list of extra config files (e.g. its tuned best config).
+        split_seed (int): seed of the one random split (default: the first seed).
+        timeout (float): seconds per run; a run over it is recorded as failed.
+
+    Returns:
+        dict: ``{"rows": [...], "records": [...], "markdown": path, "csv": path, "chart": path or None}``.
+    """
+    models = [m.strip() for m in models if m.strip()]
+    seeds = [int(s) for s in seeds]
+    results_dir = os.path.abspath(results_dir or os.path.join("results", dataset))
+    epoch_caps = dict(epoch_caps or {})
+    model_config_files = dict(model_config_files or {})
+    config_file_list = [os.path.abspath(p) for p in (config_file_list or [])]
+    shared = dict(config_dict or {})
+    for key in ("data_path", "checkpoint_dir", "feature_cache_dir"):
+        if isinstance(shared.get(key), str):
+            shared[key] = os.path.abspath(shared[key])
+    shared.setdefault("checkpoint_dir", os.path.join(results_dir, "checkpoints"))
+    split_seed = seeds[0] if split_seed is None else int(split_seed)
+
+    os.makedirs(os.path.join(results_dir, "runs"), exist_ok=True)
+    split = prepare_split(dataset, config_file_list, shared, results_dir, split_seed)
+    log(f"[compare] split (seed {split_seed}) train/valid/test = {split['sizes']} in {split['data_path']}")
+    if epoch_caps:
+        log("[compare] epoch caps: " + ", ".join(f"{m}: {epoch_caps.get(m, '-')}" for m in models))
+
+    for model in models:
+        for seed in seeds:
+            key = run_key(model, seed)
+            out = os.path.join(results_dir, "runs", f"{key}.json")
+            if os.path.isfile(out):
+                log(f"[compare] {key}: result exists, skipped")
+                continue
+            run_dict = dict(shared)
+            run_dict.update({"data_path": split["data_path"], "benchmark_filename": split["benchmark_filename"]})
+            if model in epoch_caps:
+                run_dict["epochs"] = int(epoch_caps[model])
+            extra = model_config_files.get(model) or []
+            extra = [extra] if isinstance(extra, str) else list(extra)
+            spec = {"model": model, "dataset": dataset, "seed": seed, "out_dir": results_dir, "saved": saved,
+                    "config_file_list": config_file_list + [os.path.abspath(p) for p in extra],
+                    "config_dict": run_dict}
+            spec_path = os.path.join(results_dir, "runs", f".{key}.spec.json")
+            atomic_write_json(spec_path, spec)
+            log(f"[compare] {key}: running (epochs cap {run_dict.get('epochs', 'config')})")
+            start = time.time()
+            try:
+                proc = subprocess.run([python, "-m", "recbole_mkg.compare", "--worker", spec_path],
+                                      capture_output=True, text=True, timeout=timeout)
+                code, tail = proc.returncode, (proc.stderr or "")[-2000:]
+            except subprocess.TimeoutExpired:
+                code, tail = -1, f"timed out after {timeout} s"
+                atomic_write_json(os.path.join(results_dir, "runs", f"{key}.failed.json"),
+                                  {"status": "failed", "model": model, "seed": seed, "error": tail})
+            if code == 0 and os.path.isfile(out):
+                log(f"[compare] {key}: done in {time.time() - start:.1f} s")
+            else:
+                if not os.path.isfile(os.path.join(results_dir, "runs", f"{key}.failed.json")):
+                    atomic_write_json(os.path.join(results_dir, "runs", f"{key}.failed.json"),
+                                      {"status": "failed", "model": model, "seed": seed,
+                                       "error": f"exit code {code}", "traceback": tail})
+                log(f"[compare] {key}: FAILED (exit {code}); see runs/{key}.failed.json\n{tail[-600:]}")
+    return summarise(results_dir, models, seeds, epoch_caps, log=log)
+
+
+# ---- tables and chart ------------------------------------------------------------------------------
+def _mean_std(values):
+    values = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    if not values:
+        return None, None
+    mean = sum(values) / len(values)
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+    return mean, std
+
+
+def summarise(results_dir, models=None, seeds=None, epoch_caps=None, log=print):
+    """Read ``runs/*.json`` and write ``results.md``, ``results.csv`` and ``chart.png``."""
+    runs_dir = os.path.join(results_dir, "runs")
+    records, failures = [], []
+    for name in sorted(os.listdir(runs_dir)):
+        if name.startswith(".") or not name.endswith(".json"):
+            continue
+        with open(os.path.join(runs_dir, name), encoding="utf-8") as f:
+            record = json.load(f)
+        (failures if name.endswith(".failed.json") else records).append(record)
+    if seeds is not None:
+        records = [r for r in records if r["seed"] in seeds]
+        failures = [r for r in failures if r["seed"] in seeds]
+    if models is None:
+        models = sorted({r["model"] for r in records} | {r["model"] for r in failures})
+    headline = records[0]["valid_metric"] if records else "ndcg@20"
+    metrics = [m for m in HEADLINE_METRICS if any(m in r["test_result"] for r in records)] or HEADLINE_METRICS
+    extras = [("train s/epoch", "train_s_per_epoch", 2), ("eval s", "test_eval_s", 2),
+              ("peak RSS MB", "peak_rss_mb", 0), ("peak GPU MB", "peak_gpu_mb", 0),
+              ("#params", "n_params", 0), ("epochs to best", "epochs_to_best", 1)]
+    rows = []
+    for model in models:
+        mine = [r for r in records if r["model"] == model]
+        row = {"model": model, "seeds": ",".join(str(r["seed"]) for r in mine), "n": len(mine),
+               "failed": len([r for r in failures if r["model"] == model]),
+               "epochs cap": (mine[0]["epochs_cap"] if mine else (epoch_caps or {}).get(model))}
+        for m in metrics:
+            row[m], row[m + " std"] = _mean_std([r["test_result"].get(m) for r in mine])
+        for label, key, _ in extras:
+            row[label], row[label + " std"] = _mean_std([r.get(key) for r in mine])
+        rows.append(row)
+
+    # CSV: means and stds in their own columns
+    import csv
+
+    columns = ["model", "n", "seeds", "failed", "epochs cap"] + [c for m in metrics for c in (m, m + " std")]
+    columns += [c for label, _, _ in extras for c in (label, label + " std")]
+    csv_path = os.path.join(results_dir, "results.csv")
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=results_dir)
+    with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in columns})
+    os.replace(tmp, csv_path)
+
+    # Markdown: mean +- std
+    def cell(mean, std, digits=4):
+        if mean is None:
+            return "-"
+        return f"{mean:.{digits}f} ± {std:.{digits}f}" if std else f"{mean:.{digits}f}"
+
+    head = ["model", "seeds", "epochs cap"] + metrics + [label for label, _, _ in extras]
+    lines = [f"Test metrics, mean ± std over seeds (headline: {headline}); one saved split for every model.", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    best = max((r[headline] for r in rows if r.get(headline) is not None), default=None)
+    for row in rows:
+        cells = [row["model"], f"{row['n']}" + (f" (+{row['failed']} failed)" if row["failed"] else ""),
+                 "-" if row["epochs cap"] is None else str(row["epochs cap"])]
+        for m in metrics:
+            text = cell(row[m], row[m + " std"])
+            cells.append(f"**{text}**" if m == headline and row[m] is not None and row[m] == best else text)
+        for label, _, digits in extras:
+            cells.append(cell(row[label], row[label + " std"], digits))
+        lines.append("| " + " | ".join(cells) + " |")
+    if failures:
+        lines += ["", "Failed runs (retried on the next invocation):", ""]
+        lines += [f"- {r['model']} seed {r['seed']}: {r.get('error', '')}" for r in failures]
+    md_path = os.path.join(results_dir, "results.md")
+    atomic_write_text(md_path, "\n".join(lines) + "\n")
+
+    chart = _chart(results_dir, rows, headline)
+    log("\n".join(lines))
+    log(f"[compare] wrote {md_path}, {csv_path}" + (f", {chart}" if chart else ""))
+    return {"rows": rows, "records": records, "failures": failures, "markdown": md_path, "csv": csv_path,
+            "chart": chart}
+
+
+def _chart(results_dir, rows, headline):
+    done = [r for r in rows if r.get(headline) is not None]
+    if not done:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(done) + 1.5), 3.4))
+    ax.bar([r["model"] for r in done], [r[headline] for r in done],
+           yerr=[r[headline + " std"] or 0.0 for r in done], capsize=4, color="#4c72b0")
+    ax.set_ylabel(f"test {headline}")
+    ax.set_title(f"test {headline}, mean ± std over seeds")
+    ax.tick_params(axis="x", rotation=30)
+    fig.tight_layout()
+    path = os.path.join(results_dir, "chart.png")
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=results_dir)
+    os.close(fd)
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="worker of recbole_mkg.compare (use run_recbole_mkg.py)")
+    parser.add_argument("--worker", required=True, help="run spec (JSON) written by compare()")
+    sys.exit(_worker(parser.parse_args().worker))

@@ -106,6 +106,7 @@ def prepare_split(dataset, config_file_list=None, config_dict=None, results_dir=
     import numpy as np
     from recbole.utils import FeatureType, init_seed
 
+    from recbole_mkg.compat.safe_checkpoints import to_plain
     from recbole_mkg.config import Config
     from recbole_mkg.data import create_dataset
 
@@ -126,9 +127,10 @@ def prepare_split(dataset, config_file_list=None, config_dict=None, results_dir=
     source = os.path.abspath(config["data_path"])
 
     os.makedirs(folder, exist_ok=True)
-    for entry in os.listdir(source):  # links to every file of the dataset (kg, link, features, ...)
+    link_name, kg_name = f"{dataset}.link", f"{dataset}.kg"
+    for entry in os.listdir(source):  # links to every file of the dataset (features, .item, ...)
         target = os.path.join(folder, entry)
-        if not os.path.lexists(target) and not entry.startswith("."):
+        if not os.path.lexists(target) and not entry.startswith(".") and entry not in (link_name, kg_name):
             os.symlink(os.path.join(source, entry), target)
 
     sizes = {}
@@ -149,11 +151,49 @@ def prepare_split(dataset, config_file_list=None, config_dict=None, results_dir=
         rows.extend("\t".join(map(str, r)) for r in zip(*cols))
         atomic_write_text(os.path.join(folder, f"{dataset}.{name}.inter"), "\n".join(rows) + "\n")
         sizes[name] = int(len(inter))
+    if os.path.isfile(os.path.join(source, kg_name)):
+        _write_filtered_kg_and_link(data, config, source, folder, dataset, parts)
     atomic_write_json(marker, {"dataset": dataset, "source": source, "split_seed": split_seed,
                                "eval_args": str(config["eval_args"]), "sizes": sizes,
+                               "drop_relations": to_plain(config["drop_relations"]),
                                "users": int(data.user_num - 1), "items": int(data.item_num - 1),
                                "interactions": int(np.sum(list(sizes.values())))})
     return {"data_path": split_root, "benchmark_filename": list(SPLIT_PARTS), "sizes": sizes}
+
+
+def _write_filtered_kg_and_link(data, config, source, folder, dataset, parts):
+    """The ``.kg`` and ``.link`` rows that the normal (filtering) load path would keep.
+
+    RecBole skips all filtering when it reads benchmark files, so the split folder gets the KG without
+    the triples of ``drop_relations`` and a ``.link`` restricted to interacted items whose entity is in
+    that KG (RecBole's KG dataset fails on link rows of items without interactions).
+    """
+    import pandas as pd
+
+    def read(path):
+        return pd.read_csv(path, sep="\t", dtype=str, quoting=3, keep_default_na=False, engine="c")
+
+    drop = config["drop_relations"] or []
+    drop = [drop] if isinstance(drop, str) else list(drop)
+    kg_path, link_path = os.path.join(source, f"{dataset}.kg"), os.path.join(source, f"{dataset}.link")
+    if drop:
+        kg = read(kg_path)
+        kg = kg[~kg.iloc[:, 1].isin(drop)]
+        atomic_write_text(os.path.join(folder, f"{dataset}.kg"), kg.to_csv(sep="\t", index=False, quoting=3))
+    else:
+        os.symlink(kg_path, os.path.join(folder, f"{dataset}.kg"))
+        kg = read(kg_path)
+    if not os.path.isfile(link_path):
+        return
+    link = read(link_path)
+    item_col = next(c for c in link.columns if c.split(":")[0] == data.iid_field)
+    entity_col = next(c for c in link.columns if c != item_col)
+    items = set()
+    for part in parts:
+        items.update(data.id2token(data.iid_field, part.inter_feat[data.iid_field].numpy()).tolist())
+    entities = set(kg.iloc[:, 0]) | set(kg.iloc[:, 2])
+    keep = link[item_col].isin(items) & link[entity_col].isin(entities)
+    atomic_write_text(os.path.join(folder, f"{dataset}.link"), link[keep].to_csv(sep="\t", index=False, quoting=3))
 
 
 # ---- one run (in its own process) ------------------------------------------------------------------
@@ -290,7 +330,7 @@ def compare(models, dataset, seeds=(2020,), config_file_list=None, config_dict=N
     model_config_files = dict(model_config_files or {})
     config_file_list = [os.path.abspath(p) for p in (config_file_list or [])]
     shared = dict(config_dict or {})
-    for key in ("data_path", "checkpoint_dir", "feature_cache_dir"):
+    for key in ("data_path", "checkpoint_dir", "feature_cache_dir", "feature_dir"):
         if isinstance(shared.get(key), str):
             shared[key] = os.path.abspath(shared[key])
     shared.setdefault("checkpoint_dir", os.path.join(results_dir, "checkpoints"))
@@ -416,6 +456,12 @@ def summarise(results_dir, models=None, seeds=None, epoch_caps=None, log=print):
         for label, _, digits in extras:
             cells.append(cell(row[label], row[label + " std"], digits))
         lines.append("| " + " | ".join(cells) + " |")
+    splits = {json.dumps(r.get("split_sizes"), sort_keys=True) for r in records}
+    if len(splits) > 1:
+        lines += ["", f"WARNING: runs saw different splits: {sorted(splits)}"]
+    elif records:
+        lines += ["", f"Split (train/valid/test interactions): {records[0].get('split_sizes')}; "
+                      f"device: {records[0].get('device')}."]
     if failures:
         lines += ["", "Failed runs (retried on the next invocation):", ""]
         lines += [f"- {r['model']} seed {r['seed']}: {r.get('error', '')}" for r in failures]

@@ -17,7 +17,36 @@ from recbole_mkg.config import Config
 from recbole_mkg.data import create_dataset
 from recbole_mkg.utils import get_model, get_trainer
 
-__all__ = ["run_recbole_mkg", "objective_function", "load_data_and_model", "build"]
+__all__ = ["run", "run_recbole_mkg", "objective_function", "load_data_and_model", "build"]
+
+
+def run(model, dataset, config_file_list=None, config_dict=None, saved=True, nproc=1, world_size=-1,
+        ip="localhost", port="5678", group_offset=0):
+    """RecBole's ``run``: one process, or ``nproc`` processes of distributed (DDP) training.
+
+    As in ``recbole.quick_start.run``: ``world_size`` (default ``nproc``) processes in all, this node
+    starting at rank ``group_offset``, rendezvous at ``tcp://ip:port``. The backend is NCCL on CUDA and
+    gloo on CPU (config ``ddp_backend``). Returns the result of rank 0 (``None`` on other nodes).
+    """
+    if nproc == 1 and world_size <= 0:
+        return run_recbole_mkg(model=model, dataset=dataset, config_file_list=config_file_list,
+                               config_dict=config_dict, saved=saved)
+    import torch.multiprocessing as mp
+
+    world_size = nproc if world_size == -1 else world_size
+    queue = mp.get_context("spawn").SimpleQueue()
+    config_dict = dict(config_dict or {})
+    config_dict.update({"world_size": world_size, "ip": ip, "port": port, "nproc": nproc, "offset": group_offset})
+    mp.spawn(_run_rank, args=(model, dataset, config_file_list, config_dict, saved, queue), nprocs=nproc, join=True)
+    return None if queue.empty() else queue.get()
+
+
+def _run_rank(rank, model, dataset, config_file_list, config_dict, saved, queue):
+    import recbole_mkg  # noqa: F401  (compatibility fixes in the spawned process)
+
+    config_dict = dict(config_dict, local_rank=rank)
+    run_recbole_mkg(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict,
+                    saved=saved, queue=queue)
 
 
 def build(config):
@@ -53,6 +82,8 @@ def run_recbole_mkg(model=None, dataset=None, config_file_list=None, config_dict
     best_valid_score, best_valid_result = trainer.fit(
         train_data, valid_data, saved=saved, show_progress=config["show_progress"]
     )
+    if not config["single_spec"]:
+        dist.barrier()  # rank 0 has written the best checkpoint before any rank loads it
     test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
 
     logger.info("The running environment of this training is as follows:\n" + get_environment(config).draw())

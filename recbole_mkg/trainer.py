@@ -12,3 +12,4 @@ class MultiKG4RecTrainer(KGATTrainer):
     Each epoch: one pass of BPR batches (Eq. 12), one pass of TransR batches (Eq. 2), then the
     knowledge-aware attention (Eq. 8) is recomputed without gradient (``model.update_attentive_A``).
     """
+from recbole_mkg.trainer_pretrain import CrossGMMITrainer, MKGATTrainer  # noqa: E402,F401

@@ -190,3 +190,9 @@ def test_drop_relations_for_kg_and_general_models(fresh_tiny):
     # items reachable only through the dropped relation lose their interactions for every model
     only_items = dataset("BPR", drop_relations=["film.genre", "film.director", "film.year"])
     assert only_items.inter_num == 0 or only_items.inter_num < full.inter_num
+
+
+def test_numeric_looking_ids_stay_tokens(tmp_path):
+    path = str(tmp_path / "n.feat")
+    write_feature_file(path, ["007", "1e5", "nan"], np.eye(3))
+    assert read_feature_file(path).ids.tolist() == ["007", "1e5", "nan"]

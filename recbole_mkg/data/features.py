@@ -20,6 +20,7 @@ do: missing header, wrong column count, empty or non-numeric vectors, inconsiste
 duplicated ids. Parsed arrays are cached as ``.npz`` keyed by the file's path, size and mtime.
 """
 import hashlib
+import io
 import json
 import os
 import tempfile
@@ -80,6 +81,9 @@ def _parse_header(path, columns):
 def read_feature_file(path, expected_dim=None):
     """Parse and validate a feature file.
 
+    A fast path (one C-engine ``pandas.read_csv`` pass over the whole file) returns valid files; any
+    irregularity sends the file through the careful path, which names the file, line and problem.
+
     Args:
         path (str): the file.
         expected_dim (int, optional): raise if the vectors do not have this length.
@@ -89,6 +93,38 @@ def read_feature_file(path, expected_dim=None):
     """
     if not os.path.isfile(path):
         raise FeatureFileError(f"{path}: feature file not found")
+    table = _read_fast(path)
+    if table is not None and (expected_dim is None or table.dim == expected_dim):
+        return table
+    return _read_careful(path, expected_dim)
+
+
+def _read_fast(path):
+    """Whole-file parse for well-formed files; ``None`` when anything looks wrong."""
+    try:
+        with open(path, "rb") as f:
+            header = f.readline().decode("utf-8").rstrip("\r\n").split("\t")
+            body = f.read()
+        id_field = _parse_header(path, header)
+        if not body.strip():
+            return None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            df = pd.read_csv(io.BytesIO(body.replace(b"\t", b" ")), sep=" ", header=None, dtype={0: str},
+                             engine="c", quoting=3, na_filter=False)
+        if df.shape[1] < 2 or df[0].duplicated().any() or (df[0] == "").any():
+            return None
+        matrix = df.iloc[:, 1:].to_numpy(dtype=np.float32)
+    except (FeatureFileError, ValueError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError):
+        return None
+    if not np.isfinite(matrix).all():  # NaN/inf values, or short rows padded with NaN
+        return None
+    return FeatureTable(path=path, id_field=id_field, ids=df[0].to_numpy(dtype=str), matrix=matrix,
+                        meta=read_meta(path))
+
+
+def _read_careful(path, expected_dim=None):
+    """Row-by-row validation with precise error messages (also returns the table if all is well)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", pd.errors.ParserWarning)

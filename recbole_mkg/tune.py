@@ -1,0 +1,390 @@
+"""Ray Tune sweeps for plugin and RecBole models (Ray >= 2.40 API: ``Tuner``, ``tune.report``).
+
+    python run_recbole_mkg.py --model=KGAT --dataset=ml-100k-kg --data_path=../shared/datasets \\
+        --tune=hyper.test --num_samples=16 --scheduler=asha --cpus_per_trial=2 --gpus_per_trial=0.5
+
+* **Search space**: RecBole's hyper-parameter file syntax, one parameter a line, so RecBole users reuse
+  their files::
+
+      learning_rate loguniform -8,0          # RecBole/hyperopt: exp(uniform(-8, 0)), natural-log bounds
+      embedding_size choice [32,64,128]
+      reg_weight uniform 0,0.1
+      mess_dropout quniform 0,0.5,0.1
+      n_heads randint 1,9                     # Ray extras: randint (upper bound excluded), qrandint,
+      layers grid [[64,32],[64,32,16]]        #   qloguniform (log bounds), grid (every value, x num_samples)
+
+  or a YAML / JSON file: RecBole's dict form (``{choice: {embedding_size: [32, 64]}, loguniform: ...}``,
+  same semantics) or one entry per parameter, with *values* as bounds::
+
+      learning_rate: {loguniform: [1.0e-4, 1.0e-2]}
+      embedding_size: [32, 64, 128]           # a list is a choice
+      layers: {grid: [[64, 32], [64, 32, 16]]}
+      reg_weight: 1.0e-5                      # a scalar is fixed
+
+* **Trials** run :func:`_trainable` (train with RecBole's trainer, ``tune.report`` of the validation metric
+  after every validation, so ASHA stops bad trials early; then the test metrics of the best epoch).
+  Resources per trial: ``cpus_per_trial``, fractional ``gpus_per_trial`` (the trial trains on the GPU Ray
+  gives it). ``ray_address`` joins an existing cluster (its nodes need this package installed);
+  otherwise a local Ray starts.
+* **Failures**: a trial that raises is recorded (status ``ERROR``, its error in the table) and the sweep
+  goes on. **Resume**: running the same sweep (same ``tune_dir`` and name) again restores it: finished
+  trials are kept, unfinished ones rerun.
+* **Output** in ``<tune_dir>/<name>/``: ``trials.csv`` and ``trials.md`` (config, best validation metric,
+  epochs, status), ``best_config.yaml`` (usable with ``--config_files``) and ``best.json`` (its validation
+  and test metrics).
+"""
+import ast
+import json
+import logging
+import math
+import os
+import time
+
+import yaml
+
+__all__ = ["parse_search_space", "run_tune", "SPACE_TYPES"]
+
+#: parameter types of the search-space files
+SPACE_TYPES = ("choice", "grid", "uniform", "quniform", "loguniform", "qloguniform", "randint", "qrandint")
+#: keys of the trial's reports
+SCORE, BEST, EPOCH = "valid_score", "best_valid_score", "epoch"
+
+
+# ---- search space ----------------------------------------------------------------------------------
+def _values(text):
+    """``[a,b]`` as a Python list; unquoted words are read as YAML scalars (``[bi,gcn]`` -> strings)."""
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        value = yaml.safe_load(text)
+    if not isinstance(value, (list, tuple)):
+        raise ValueError(f"expected a list such as [0.01,0.005], got {text!r}")
+    return list(value)
+
+
+def _numbers(text, n):
+    parts = [p for p in str(text).replace(" ", "").split(",") if p]
+    if len(parts) != n:
+        raise ValueError(f"expected {n} comma-separated numbers, got {text!r}")
+    return [float(p) for p in parts]
+
+
+def _domain(name, kind, args, log_bounds):
+    """A Ray Tune domain. ``log_bounds``: loguniform/qloguniform bounds are natural logs (RecBole/hyperopt)."""
+    from ray import tune
+
+    if kind == "choice":
+        return tune.choice(args if isinstance(args, list) else _values(args))
+    if kind == "grid":
+        return tune.grid_search(args if isinstance(args, list) else _values(args))
+    nums = args if isinstance(args, list) else None
+    if kind == "uniform":
+        low, high = nums or _numbers(args, 2)
+        return tune.uniform(float(low), float(high))
+    if kind == "quniform":
+        low, high, q = nums or _numbers(args, 3)
+        return tune.quniform(float(low), float(high), float(q))
+    if kind in ("loguniform", "qloguniform"):
+        values = [float(v) for v in (nums or _numbers(args, 3 if kind == "qloguniform" else 2))]
+        low, high = values[:2]
+        if log_bounds:
+            if 0 < low < high <= 1:
+                logging.getLogger(__name__).warning(
+                    f"{name}: RecBole's loguniform takes natural-log bounds, so {low},{high} samples "
+                    f"{math.exp(low):.4g}..{math.exp(high):.4g}; for 1e-4..1e-2 write loguniform -9.21,-4.61")
+            low, high = math.exp(low), math.exp(high)
+        if kind == "qloguniform":
+            return tune.qloguniform(low, high, values[2])
+        return tune.loguniform(low, high)
+    if kind == "randint":
+        low, high = nums or _numbers(args, 2)
+        return tune.randint(int(low), int(high))
+    if kind == "qrandint":
+        low, high, q = nums or _numbers(args, 3)
+        return tune.qrandint(int(low), int(high), int(q))
+    raise ValueError(f"parameter {name!r}: unknown type {kind!r}; use one of {', '.join(SPACE_TYPES)}")
+
+
+def parse_search_space(path):
+    """Read a search-space file (RecBole params syntax, YAML or JSON) into a Ray Tune ``param_space``."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"search-space file not found: {path}")
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    space = {}
+    if path.endswith((".yaml", ".yml", ".json")):
+        data = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a mapping of parameters")
+        if data and all(k in SPACE_TYPES for k in data):  # RecBole's dict form
+            for kind, params in data.items():
+                for name, args in params.items():
+                    space[name] = _domain(name, kind, list(args), log_bounds=True)
+            return space
+        for name, spec in data.items():
+            if isinstance(spec, dict) and len(spec) == 1 and next(iter(spec)) in SPACE_TYPES:
+                kind, args = next(iter(spec.items()))
+                space[name] = _domain(name, kind, list(args), log_bounds=False)
+            elif isinstance(spec, list):
+                space[name] = _domain(name, "choice", spec, log_bounds=False)
+            else:
+                space[name] = spec
+        return space
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        parts = line.split(" ")
+        if len(parts) < 3:
+            raise ValueError(f"{path}:{number}: expected '<name> <type> <values>', got {line!r}")
+        name, kind, args = parts[0], parts[1], "".join(parts[2:])
+        try:
+            space[name] = _domain(name, kind, args, log_bounds=True)
+        except ValueError as err:
+            raise ValueError(f"{path}:{number}: {err}") from err
+    if not space:
+        raise ValueError(f"{path}: no parameters")
+    return space
+
+
+# ---- the trial -------------------------------------------------------------------------------------
+def _trainable(params, setup=None):
+    """One trial: train, ``tune.report`` after every validation, then report the test metrics."""
+    import recbole_mkg  # noqa: F401  (compatibility fixes, in the Ray worker process)
+    from ray import tune
+    from recbole.utils import init_logger, init_seed
+
+    from recbole_mkg.config import Config
+    from recbole_mkg.quick_start import build
+
+    config_dict = dict(setup["config_dict"])
+    config_dict.update(params)
+    trial_dir = tune.get_context().get_trial_dir() or os.getcwd()
+    config_dict.setdefault("checkpoint_dir", os.path.join(trial_dir, "checkpoints"))
+    config_dict.setdefault("show_progress", False)
+    if setup["gpus_per_trial"] > 0:  # keep the GPU(s) Ray assigned (RecBole rewrites CUDA_VISIBLE_DEVICES)
+        config_dict["use_gpu"] = True
+        config_dict["gpu_id"] = os.environ.get("CUDA_VISIBLE_DEVICES", "0")
+    else:
+        config_dict["use_gpu"] = False
+    config = Config(model=setup["model"], dataset=setup["dataset"], config_file_list=setup["config_file_list"],
+                    config_dict=config_dict)
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    _, (train_data, valid_data, test_data), _, trainer = build(config)
+
+    bigger = config["valid_metric_bigger"]
+    state = {"best": None, "evals": 0}
+    valid_epoch = trainer._valid_epoch
+
+    def reporting_valid(*args, **kwargs):
+        score, result = valid_epoch(*args, **kwargs)
+        state["evals"] += 1
+        score = float(score)
+        if state["best"] is None or (score > state["best"] if bigger else score < state["best"]):
+            state["best"] = score
+        metrics = {SCORE: score, BEST: state["best"], EPOCH: state["evals"] * max(1, int(config["eval_step"] or 1))}
+        metrics.update({f"valid_{k}": float(v) for k, v in dict(result).items()})
+        tune.report(metrics)
+        return score, result
+
+    trainer._valid_epoch = reporting_valid
+    best_score, _ = trainer.fit(train_data, valid_data, verbose=False, saved=True, show_progress=False)
+    test_result = trainer.evaluate(test_data, load_best_model=True, show_progress=False)
+    final = {SCORE: float(best_score), BEST: float(best_score),
+             EPOCH: state["evals"] * max(1, int(config["eval_step"] or 1)), "finished": True}
+    final.update({f"test_{k}": float(v) for k, v in dict(test_result).items()})
+    tune.report(final)
+
+
+# ---- the sweep -------------------------------------------------------------------------------------
+_PATH_KEYS = ("data_path", "feature_cache_dir", "feature_dir", "checkpoint_dir")
+
+
+def _absolute_paths(config_dict, config):
+    """Trials run in other folders (and on other nodes): make the data and cache paths absolute."""
+    out = dict(config_dict)
+    out["data_path"] = os.path.abspath(os.path.dirname(os.path.normpath(config["data_path"])))
+    for key in ("feature_cache_dir", "feature_dir"):
+        value = config[key] if key in config else None
+        if isinstance(value, str) and value:
+            out[key] = os.path.abspath(value)
+    return out
+
+
+def run_tune(model, dataset, space_file, config_file_list=None, config_dict=None, num_samples=10,
+             scheduler="asha", grace_period=1, reduction_factor=2, cpus_per_trial=1, gpus_per_trial=0,
+             max_concurrent=None, ray_address=None, tune_dir=None, name=None, resume=True, num_cpus=None,
+             log=print):
+    """Run (or resume) a sweep; write the trial table, the best config and its test metrics.
+
+    Args:
+        model, dataset: as for :func:`recbole_mkg.quick_start.run_recbole_mkg`.
+        space_file (str): search-space file (see the module docstring).
+        config_file_list, config_dict: fixed settings of every trial.
+        num_samples (int): trials to sample (each grid point ``num_samples`` times).
+        scheduler (str): ``asha`` (default: stops trials whose validation metric lags, checked after
+            every epoch) or ``fifo`` (every trial runs to its end).
+        cpus_per_trial, gpus_per_trial (float): resources per trial; GPUs may be fractional (0.5: two
+            trials share a GPU).
+        max_concurrent (int): trials running at once (default: as many as the resources allow).
+        ray_address (str): join this Ray cluster instead of starting a local one.
+        tune_dir (str): parent folder of the sweep (default ``results/tune``); name: its folder name.
+        resume (bool): restore an existing sweep of the same name instead of starting afresh.
+        num_cpus (int): CPUs of a locally started Ray (default: all).
+
+    Returns:
+        dict: ``trials`` (rows of the table), ``best_params``, ``best_config`` (path), ``best_valid``,
+        ``best_test``, ``path`` (sweep folder).
+    """
+    import ray
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    from recbole_mkg.config import Config
+
+    config_file_list = [os.path.abspath(p) for p in (config_file_list or [])]
+    base = dict(config_dict or {})
+    space = parse_search_space(space_file)
+    probe = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=base)
+    base = _absolute_paths(base, probe)
+    metric_name = str(probe["valid_metric"]).lower()
+    mode = "max" if probe["valid_metric_bigger"] else "min"
+    max_epochs = int(probe["epochs"])
+    name = name or f"{probe['model']}-{dataset}"
+    storage = os.path.abspath(tune_dir or os.path.join("results", "tune"))
+    path = os.path.join(storage, name)
+    os.makedirs(storage, exist_ok=True)
+
+    started = False
+    if not ray.is_initialized():
+        kwargs = {"include_dashboard": False, "log_to_driver": False}
+        if ray_address:
+            kwargs["address"] = ray_address
+        else:
+            kwargs["num_cpus"] = num_cpus
+            if gpus_per_trial == 0:
+                kwargs["num_gpus"] = 0
+        ray.init(**kwargs)
+        started = True
+    try:
+        setup = {"model": model, "dataset": dataset, "config_file_list": config_file_list, "config_dict": base,
+                 "gpus_per_trial": float(gpus_per_trial)}
+        trainable = tune.with_resources(tune.with_parameters(_trainable, setup=setup),
+                                        {"cpu": float(cpus_per_trial), "gpu": float(gpus_per_trial)})
+        if resume and tune.Tuner.can_restore(path):
+            log(f"[tune] resuming {path}")
+            tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=False)
+        else:
+            if scheduler == "asha":
+                # time_attr "epoch": the trial's final (test) report keeps the last epoch, max_t beyond it
+                sched = ASHAScheduler(time_attr=EPOCH, max_t=max_epochs + 1, grace_period=grace_period,
+                                      reduction_factor=reduction_factor)
+            elif scheduler == "fifo":
+                sched = FIFOScheduler()
+            else:
+                raise ValueError(f"--scheduler={scheduler!r}: use asha or fifo")
+            tuner = tune.Tuner(
+                trainable,
+                param_space=space,
+                tune_config=tune.TuneConfig(metric=SCORE, mode=mode, scheduler=sched, num_samples=num_samples,
+                                            max_concurrent_trials=max_concurrent),
+                run_config=tune.RunConfig(name=name, storage_path=storage, verbose=0,
+                                          failure_config=tune.FailureConfig(max_failures=0, fail_fast=False)),
+            )
+        start = time.time()
+        grid = tuner.fit()
+        log(f"[tune] sweep finished in {time.time() - start:.1f} s")
+        return _write_outputs(grid, path, base, space, metric_name, mode, probe, log)
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _saved_params(trial_path):
+    """A trial's sampled parameters from its ``params.json`` (restored errored trials lack ``config``)."""
+    try:
+        with open(os.path.join(str(trial_path), "params.json"), encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError, TypeError):
+        return {}
+
+
+def _write_outputs(grid, path, base, space, metric_name, mode, probe, log):
+    from recbole_mkg.compare import atomic_write_json, atomic_write_text
+
+    tuned = sorted(space)
+    rows = []
+    for result in grid:
+        metrics = result.metrics or {}
+        trial_config = result.config or _saved_params(result.path)
+        params = {k: trial_config.get(k) for k in tuned}
+        history = result.metrics_dataframe
+        best = None
+        if history is not None and BEST in history:
+            values = history[BEST].dropna()
+            if len(values):
+                best = float(values.max() if mode == "max" else values.min())
+        if result.error is not None:
+            status = "ERROR"
+        elif metrics.get("finished"):
+            status = "finished"
+        else:
+            status = "stopped early"
+        rows.append({"trial": metrics.get("trial_id") or os.path.basename(str(result.path)), "status": status,
+                     f"best valid {metric_name}": best, "epochs": metrics.get(EPOCH),
+                     **{f"test {k[5:]}": v for k, v in metrics.items() if k.startswith("test_")},
+                     "params": params,
+                     "error": (str(result.error).strip().splitlines() or [""])[-1][:300] if result.error else ""})
+    key = f"best valid {metric_name}"
+    done = [r for r in rows if r[key] is not None and r["status"] != "ERROR"]
+    reverse = mode == "max"
+    done.sort(key=lambda r: r[key], reverse=reverse)
+    best_row = next((r for r in done if r["status"] == "finished"), done[0] if done else None)
+
+    import csv
+    import io
+
+    columns = ["trial", "status", key, "epochs"] + [f"param {p}" for p in tuned]
+    test_cols = sorted({c for r in rows for c in r if c.startswith("test ")})
+    columns += test_cols + ["error"]
+    flat = [{**{c: r.get(c) for c in columns}, **{f"param {p}": r["params"].get(p) for p in tuned}} for r in rows]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(flat)
+    atomic_write_text(os.path.join(path, "trials.csv"), buf.getvalue())
+
+    md_cols = ["trial", "status", key, "epochs"] + [f"param {p}" for p in tuned] + ["error"]
+    lines = [f"Ray Tune sweep of {probe['model']} on {probe['dataset']}: {len(rows)} trials, "
+             f"{sum(r['status'] == 'ERROR' for r in rows)} failed; selection on validation {metric_name} ({mode}).",
+             "", "| " + " | ".join(md_cols) + " |", "|" + "---|" * len(md_cols)]
+    for r in sorted(rows, key=lambda r: (r[key] is None, -(r[key] or 0) if reverse else (r[key] or 0))):
+        cells = [str(r["trial"]), r["status"], "-" if r[key] is None else f"{r[key]:.4f}", str(r["epochs"] or "-")]
+        cells += [str(r["params"].get(p)) for p in tuned] + [r["error"].replace("|", "/")]
+        lines.append("| " + " | ".join(cells) + " |")
+
+    out = {"trials": rows, "path": path, "best_params": None, "best_config": None, "best_valid": None,
+           "best_test": None}
+    if best_row is not None:
+        final = probe.final_config_dict  # typed values (the CLI hands over strings)
+        best_config = {k: (v if k in _PATH_KEYS else final.get(k, v)) for k, v in base.items()}
+        best_config.update(best_row["params"])
+        best_config = {k: (v.item() if hasattr(v, "item") else v) for k, v in best_config.items()}
+        best_path = os.path.join(path, "best_config.yaml")
+        header = (f"# best of a Ray Tune sweep of {probe['model']} on {probe['dataset']} (trial {best_row['trial']}):"
+                  f" valid {metric_name} = {best_row[key]:.4f}\n"
+                  f"# use: run_recbole_mkg.py --model={probe['model']} --dataset={probe['dataset']}"
+                  f" --config_files={best_path}\n")
+        atomic_write_text(best_path, header + yaml.safe_dump(best_config, sort_keys=True))
+        best_test = {k[5:]: v for k, v in best_row.items() if k.startswith("test ")}
+        atomic_write_json(os.path.join(path, "best.json"), {"trial": best_row["trial"], "params": best_row["params"],
+                                                            "valid_metric": metric_name, "best_valid": best_row[key],
+                                                            "test_result": best_test})
+        out.update(best_params=best_row["params"], best_config=best_path, best_valid=best_row[key],
+                   best_test=best_test)
+        lines += ["", f"Best: trial {best_row['trial']}, valid {metric_name} {best_row[key]:.4f}, params "
+                      f"{best_row['params']}; test: {best_test}", f"Config: {best_path}"]
+    atomic_write_text(os.path.join(path, "trials.md"), "\n".join(lines) + "\n")
+    log("\n".join(lines))
+    return out

@@ -203,3 +203,32 @@ def test_invalid_config_values(tiny_root):
         build(tiny_root, neighbour_seq_len=0)
     with pytest.raises(ValueError, match="aggregator_type"):
         build(tiny_root, aggregator_type="max")
+
+
+@pytest.mark.parametrize("schedule", ["alternating", "joint"])
+def test_kg_schedules_train_and_log_both_losses(tiny_root, schedule):
+    from recbole_mkg.quick_start import run_recbole_mkg
+
+    result = run_recbole_mkg("MultiKG4Rec", "mkg-tiny", config_dict=tiny_config(tiny_root, kg_schedule=schedule),
+                             saved=False)
+    assert 0 <= result["test_result"]["ndcg@20"] <= 1
+
+
+def test_joint_schedule_sums_bpr_and_transr(tiny_root):
+    from recbole_mkg.trainer import MultiKG4RecTrainer
+
+    model, _ = build(tiny_root, kg_schedule="joint")
+    config = Config(model="MultiKG4Rec", dataset="mkg-tiny", config_dict=tiny_config(tiny_root, kg_schedule="joint"))
+    trainer = MultiKG4RecTrainer(config, model)
+    b = batch(model)
+    b.update(Interaction({
+        model.HEAD_ENTITY_ID: torch.tensor([1, 2]), model.RELATION_ID: torch.tensor([1, 2]),
+        model.TAIL_ENTITY_ID: torch.tensor([4, 5]), model.NEG_TAIL_ENTITY_ID: torch.tensor([7, 8]),
+    }))
+    model.eval()
+    cf, kg = trainer._joint_loss(b)
+    torch.testing.assert_close(cf, model.calculate_loss(b))
+    torch.testing.assert_close(kg, model.calculate_kg_loss(b))
+    with pytest.raises(ValueError, match="kg_schedule"):
+        MultiKG4RecTrainer(Config(model="MultiKG4Rec", dataset="mkg-tiny",
+                                  config_dict=tiny_config(tiny_root, kg_schedule="sometimes")), model)

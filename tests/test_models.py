@@ -135,6 +135,7 @@ def _fused(model):
 def test_text_only_ignores_visual_features(tiny_root):
     model, _ = build(tiny_root, modalities=["text"])
     assert model.views == ["text"] and not hasattr(model, "features_visual")
+    assert "modal_projection.visual.0.weight" not in dict(model.named_parameters())
     user, _ = model.forward()
     assert user.shape[1] == 16 + 16 + 8
 
@@ -149,7 +150,7 @@ def test_cross_attention_direction(tiny_root, direction, text_sees_visual, visua
     items = slice(model.n_users + 1, model.n_users + model.n_items)
     original_visual = model.features_visual.clone()
     with torch.no_grad():
-        model.features_visual.mul_(-3.0)  # change only the visual input
+        model.features_visual.mul_(-3.0)  # change only the visual input (rows of present entities)
     changed = _fused(model)
     assert not torch.allclose(changed["visual"][items], base["visual"][items])
     assert torch.allclose(changed["text"][items], base["text"][items]) != text_sees_visual
@@ -161,7 +162,16 @@ def test_cross_attention_direction(tiny_root, direction, text_sees_visual, visua
 
 
 def test_masked_entities_keep_their_id_embedding(model_and_data):
-    model, _ = model_and_data
+    model, dataset = model_and_data
+    # the compact projection equals the definition x = e + mask * LeakyReLU(W f + b) on every entity
+    for view in model.modalities:
+        with torch.no_grad():
+            full = model.entity_view(view)
+            by_ids = model.entity_view(view, torch.arange(model.n_entities))
+            expected = model.entity_embedding.weight + dataset.modal_masks[view].float().unsqueeze(1) * \
+                model.modal_projection[view](dataset.modal_features[view])
+        torch.testing.assert_close(full, expected)
+        torch.testing.assert_close(by_ids, expected)
     missing = torch.nonzero(model.mask_visual.squeeze(1) == 0).flatten()
     present = torch.nonzero(model.mask_visual.squeeze(1) == 1).flatten()
     with torch.no_grad():

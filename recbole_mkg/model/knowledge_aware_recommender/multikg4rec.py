@@ -93,9 +93,17 @@ class MultiKG4Rec(KnowledgeRecommender):
         for m in self.modalities:
             if m not in getattr(dataset, "modal_features", {}):
                 raise ValueError(f"dataset has no {m!r} features loaded; MultiKG4Rec needs a MultimodalKGDataset")
-            features = dataset.modal_features[m]
-            self.register_buffer(f"features_{m}", features.clone())
-            self.register_buffer(f"mask_{m}", dataset.modal_masks[m].float().unsqueeze(1))
+            # Only entities that have the modality are stored and projected: features_m [P, D] for the
+            # P present entities, present_m [P] their ids, row_m [n_entities] their row (P = "missing").
+            mask = dataset.modal_masks[m]
+            present = torch.nonzero(mask).flatten()
+            row = torch.full((self.n_entities,), len(present), dtype=torch.long)
+            row[present] = torch.arange(len(present))
+            features = dataset.modal_features[m][present]
+            self.register_buffer(f"features_{m}", torch.cat([features, features.new_zeros(1, features.shape[1])]))
+            self.register_buffer(f"present_{m}", present)
+            self.register_buffer(f"row_{m}", row)
+            self.register_buffer(f"mask_{m}", mask.float().unsqueeze(1))
             self.modal_projection[m] = nn.Sequential(nn.Linear(features.shape[1], self.embedding_size), nn.LeakyReLU())
 
         # ---- multimodal fusion module ----
@@ -132,14 +140,19 @@ class MultiKG4Rec(KnowledgeRecommender):
 
     # ---- embeddings of a view -------------------------------------------------------------------
     def entity_view(self, view, entity_ids=None):
-        """x^v of entities: ID embedding + masked projected feature.  [n] or all -> [n, d]."""
-        ids = slice(None) if entity_ids is None else entity_ids
-        emb = self.entity_embedding.weight[ids]
+        """x^v of entities: ID embedding + mask * LeakyReLU(W^v f^v + b^v).  ids [B] (or all) -> [B, d].
+
+        For the full table only the entities that have the modality are projected (``index_add``)."""
         if view == ID_VIEW:
-            return emb
-        features = getattr(self, f"features_{view}")[ids]
-        mask = getattr(self, f"mask_{view}")[ids]
-        return emb + mask * self.modal_projection[view](features)
+            return self.entity_embedding.weight if entity_ids is None else self.entity_embedding(entity_ids)
+        features = getattr(self, f"features_{view}")
+        if entity_ids is None:
+            present = getattr(self, f"present_{view}")
+            projected = self.modal_projection[view](features[:-1])
+            return self.entity_embedding.weight.index_add(0, present, projected)
+        rows = getattr(self, f"row_{view}")[entity_ids]
+        mask = getattr(self, f"mask_{view}")[entity_ids]
+        return self.entity_embedding(entity_ids) + mask * self.modal_projection[view](features[rows])
 
     def view_inputs(self):
         """view -> pre-fusion node embeddings [n_users + n_entities, d]."""

@@ -196,3 +196,13 @@ def test_numeric_looking_ids_stay_tokens(tmp_path):
     path = str(tmp_path / "n.feat")
     write_feature_file(path, ["007", "1e5", "nan"], np.eye(3))
     assert read_feature_file(path).ids.tolist() == ["007", "1e5", "nan"]
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("[text]", ["text"]), ("[visual, text]", ["visual", "text"]), ("['text','visual']", ["text", "visual"]),
+    ("[]", []), ("none", []), ("text", ["text"]), (["visual"], ["visual"]), (None, []),
+])
+def test_modalities_from_cli_strings(value, expected):
+    from recbole_mkg.data.dataset import requested_modalities
+
+    assert requested_modalities({"modalities": value}) == expected

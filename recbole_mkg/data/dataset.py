@@ -32,8 +32,10 @@ def requested_modalities(config):
     modalities = config["modalities"]
     if modalities is None:
         return []
-    if isinstance(modalities, str):
-        modalities = [] if modalities in ("none", "") else [m.strip() for m in modalities.split(",")]
+    if isinstance(modalities, str):  # CLI: --modalities="[text]" stays a string (RecBole cannot eval it)
+        text = modalities.strip().strip("[]")
+        modalities = [m.strip().strip("'\"") for m in text.split(",") if m.strip()]
+        modalities = [] if modalities == ["none"] else modalities
     modalities = list(modalities)
     unknown = [m for m in modalities if m not in MODALITIES]
     if unknown:

@@ -13,22 +13,17 @@ Trained by RecBole's ``KGATTrainer`` (CF pass, KG pass, attention update per epo
 """
 import torch
 import torch.nn as nn
-from recbole.model.abstract_recommender import KnowledgeRecommender
 from recbole.model.init import xavier_normal_initialization
-from recbole.model.loss import BPRLoss, EmbLoss
-from recbole.utils import InputType
 
+from recbole_mkg.model.abstract_recommender import FullGraphKGRecommender
 from recbole_mkg.model.layers import CollaborativeKG, KnowledgePropagation, knowledge_aware_attention
 
 
-class KGAT(KnowledgeRecommender):
-    input_type = InputType.PAIRWISE
-
+class KGAT(FullGraphKGRecommender):
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         self.embedding_size = config["embedding_size"]
         self.kg_embedding_size = config["kg_embedding_size"]
-        self.reg_weight = config["reg_weight"]
 
         self.ckg = CollaborativeKG(dataset)
         self.user_embedding = nn.Embedding(self.n_users, self.embedding_size)
@@ -38,13 +33,8 @@ class KGAT(KnowledgeRecommender):
         self.propagation = KnowledgePropagation(
             self.embedding_size, config["layers"], config["mess_dropout"], config["aggregator_type"]
         )
-        self.mf_loss = BPRLoss()
-        self.reg_loss = EmbLoss()
-        self.restore_user_e = None
-        self.restore_entity_e = None
         self.apply(xavier_normal_initialization)
         self.register_buffer("attention", self.ckg.init_weight.clone())
-        self.other_parameter_name = ["restore_user_e", "restore_entity_e"]
         self._adjacency = None
 
     # ---- graph -----------------------------------------------------------------------------------
@@ -74,41 +64,17 @@ class KGAT(KnowledgeRecommender):
         self._adjacency = None
         return result
 
-    # ---- forward / losses ------------------------------------------------------------------------
+    # ---- forward / losses (BPR, predict, full_sort_predict: FullGraphKGRecommender) ----------------
     def forward(self):
         """Returns user [n_users, D] and entity [n_entities, D] representations, D = d + sum(layers)."""
         all_embeddings = self.propagation(self.A_in, self._get_ego_embeddings())
         return torch.split(all_embeddings, [self.n_users, self.n_entities])
 
-    def calculate_loss(self, interaction):
-        self.restore_user_e = self.restore_entity_e = None
-        user = interaction[self.USER_ID]
-        pos_item = interaction[self.ITEM_ID]
-        neg_item = interaction[self.NEG_ITEM_ID]
-        user_all, entity_all = self.forward()
-        u, pos, neg = user_all[user], entity_all[pos_item], entity_all[neg_item]
-        mf_loss = self.mf_loss((u * pos).sum(dim=1), (u * neg).sum(dim=1))
-        return mf_loss + self.reg_weight * self.reg_loss(u, pos, neg)
-
     def calculate_kg_loss(self, interaction):
         """TransR loss (KGAT Eq. 1-2): softplus(g(h,r,t) - g(h,r,t'))."""
-        self.restore_user_e = self.restore_entity_e = None
-        h = interaction[self.HEAD_ENTITY_ID]
-        r = interaction[self.RELATION_ID]
-        pos_t = interaction[self.TAIL_ENTITY_ID]
-        neg_t = interaction[self.NEG_TAIL_ENTITY_ID]
+        h, r, pos_t, neg_t = self.kg_batch(interaction)
         return transr_loss(self.entity_embedding, self.relation_embedding, self._trans_w(), h, r, pos_t, neg_t,
                            self.reg_loss, self.reg_weight)
-
-    def predict(self, interaction):
-        user_all, entity_all = self.forward()
-        return (user_all[interaction[self.USER_ID]] * entity_all[interaction[self.ITEM_ID]]).sum(dim=1)
-
-    def full_sort_predict(self, interaction):
-        if self.restore_user_e is None or self.restore_entity_e is None:
-            self.restore_user_e, self.restore_entity_e = self.forward()
-        u = self.restore_user_e[interaction[self.USER_ID]]
-        return (u @ self.restore_entity_e[: self.n_items].T).view(-1)
 
 
 def transr_loss(entity_lookup, relation_embedding, trans_w, h, r, pos_t, neg_t, reg_loss, reg_weight):

@@ -43,12 +43,10 @@ Choices where the paper is vague (also in docs/models.md):
 """
 import torch
 import torch.nn as nn
-from recbole.model.abstract_recommender import KnowledgeRecommender
 from recbole.model.init import xavier_normal_initialization
-from recbole.model.loss import BPRLoss, EmbLoss
-from recbole.utils import InputType
 
 from recbole_mkg.data.dataset import MultimodalKGDataset, requested_modalities
+from recbole_mkg.model.abstract_recommender import FullGraphKGRecommender
 from recbole_mkg.model.knowledge_aware_recommender.kgat import transr_loss
 from recbole_mkg.model.layers import (
     CROSS_DIRECTIONS,
@@ -69,15 +67,13 @@ def _check_positive_int(config, key):
     return value
 
 
-class MultiKG4Rec(KnowledgeRecommender):
-    input_type = InputType.PAIRWISE
+class MultiKG4Rec(FullGraphKGRecommender):
     dataset_class = MultimodalKGDataset
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         self.embedding_size = _check_positive_int(config, "embedding_size")
         self.kg_embedding_size = _check_positive_int(config, "kg_embedding_size")
-        self.reg_weight = config["reg_weight"]
         self.modalities = requested_modalities(config)
         self.views = self.modalities or [ID_VIEW]
         direction = config["cross_attention"]
@@ -128,14 +124,9 @@ class MultiKG4Rec(KnowledgeRecommender):
                                     config["aggregator_type"])
             for v in self.views
         })
-        self.mf_loss = BPRLoss()
-        self.reg_loss = EmbLoss()
-        self.restore_user_e = None
-        self.restore_entity_e = None
         self.apply(xavier_normal_initialization)
         for v in self.views:
             self.register_buffer(f"attention_{v}", self.ckg.init_weight.clone())
-        self.other_parameter_name = ["restore_user_e", "restore_entity_e"]
         self._adjacency = {}
 
     # ---- embeddings of a view -------------------------------------------------------------------
@@ -195,44 +186,20 @@ class MultiKG4Rec(KnowledgeRecommender):
         self._adjacency = {}
         return result
 
-    # ---- forward / losses / prediction --------------------------------------------------------------
+    # ---- forward / losses (BPR, predict, full_sort_predict: FullGraphKGRecommender) ----------------
     def forward(self):
-        """Returns user [n_users, V*D] and entity [n_entities, V*D] representations (Eq. 10-11)."""
+        """Returns user [n_users, V*D] and entity [n_entities, V*D] representations (Eq. 10-11);
+        scores are their inner products and the BPR loss is Eq. 12 (FullGraphKGRecommender)."""
         ego = self.fuse(self.view_inputs())
         outputs = [self.propagation[v](self.adjacency(v), ego[v]) for v in self.views]
         return torch.split(torch.cat(outputs, dim=1), [self.n_users, self.n_entities])
 
-    def calculate_loss(self, interaction):
-        """BPR loss + L2 on the batch's final representations (Eq. 12)."""
-        self.restore_user_e = self.restore_entity_e = None
-        user = interaction[self.USER_ID]
-        pos_item = interaction[self.ITEM_ID]
-        neg_item = interaction[self.NEG_ITEM_ID]
-        user_all, entity_all = self.forward()
-        u, pos, neg = user_all[user], entity_all[pos_item], entity_all[neg_item]
-        mf_loss = self.mf_loss((u * pos).sum(dim=1), (u * neg).sum(dim=1))
-        return mf_loss + self.reg_weight * self.reg_loss(u, pos, neg)
-
     def calculate_kg_loss(self, interaction):
         """TransR loss (Eq. 1-2) on every view's entity embeddings."""
-        self.restore_user_e = self.restore_entity_e = None
-        h = interaction[self.HEAD_ENTITY_ID]
-        r = interaction[self.RELATION_ID]
-        pos_t = interaction[self.TAIL_ENTITY_ID]
-        neg_t = interaction[self.NEG_TAIL_ENTITY_ID]
+        h, r, pos_t, neg_t = self.kg_batch(interaction)
         trans_w = self._trans_w()
         return sum(
             transr_loss(lambda ids, v=v: self.entity_view(v, ids), self.relation_embedding, trans_w,
                         h, r, pos_t, neg_t, self.reg_loss, self.reg_weight)
             for v in self.views
         )
-
-    def predict(self, interaction):
-        user_all, entity_all = self.forward()
-        return (user_all[interaction[self.USER_ID]] * entity_all[interaction[self.ITEM_ID]]).sum(dim=1)
-
-    def full_sort_predict(self, interaction):
-        if self.restore_user_e is None or self.restore_entity_e is None:
-            self.restore_user_e, self.restore_entity_e = self.forward()
-        u = self.restore_user_e[interaction[self.USER_ID]]
-        return (u @ self.restore_entity_e[: self.n_items].T).view(-1)

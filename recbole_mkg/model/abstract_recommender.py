@@ -1,0 +1,56 @@
+"""Base class of the plugin's full-graph knowledge-aware recommenders."""
+import torch
+from recbole.model.abstract_recommender import KnowledgeRecommender
+from recbole.model.loss import BPRLoss, EmbLoss
+from recbole.utils import InputType
+
+
+class FullGraphKGRecommender(KnowledgeRecommender):
+    """A model whose ``forward()`` propagates over the whole graph and returns user [n_users, D] and
+    entity [n_entities, D] representations (items are entities ``0..n_items-1``); scores are inner
+    products. Provides BPR + L2 training, per-pair ``predict`` and a cached ``full_sort_predict``
+    (the cache is dropped whenever a loss is computed, i.e. whenever parameters may change)."""
+
+    input_type = InputType.PAIRWISE
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        self.reg_weight = config["reg_weight"]
+        self.mf_loss = BPRLoss()
+        self.reg_loss = EmbLoss()
+        self.restore_user_e = None
+        self.restore_entity_e = None
+        self.other_parameter_name = ["restore_user_e", "restore_entity_e"]
+
+    def forward(self):
+        raise NotImplementedError
+
+    def invalidate_cache(self):
+        self.restore_user_e = self.restore_entity_e = None
+
+    def kg_batch(self, interaction):
+        """``(h, r, t, t')`` of a KG batch, and the full-sort cache dropped."""
+        self.invalidate_cache()
+        return (interaction[self.HEAD_ENTITY_ID], interaction[self.RELATION_ID],
+                interaction[self.TAIL_ENTITY_ID], interaction[self.NEG_TAIL_ENTITY_ID])
+
+    def calculate_loss(self, interaction):
+        """BPR loss -ln sigma(y_ui - y_uj) + reg_weight * L2 of the batch's representations."""
+        self.invalidate_cache()
+        user_all, entity_all = self.forward()
+        u = user_all[interaction[self.USER_ID]]
+        pos = entity_all[interaction[self.ITEM_ID]]
+        neg = entity_all[interaction[self.NEG_ITEM_ID]]
+        mf_loss = self.mf_loss((u * pos).sum(dim=1), (u * neg).sum(dim=1))
+        return mf_loss + self.reg_weight * self.reg_loss(u, pos, neg)
+
+    def predict(self, interaction):
+        user_all, entity_all = self.forward()
+        return (user_all[interaction[self.USER_ID]] * entity_all[interaction[self.ITEM_ID]]).sum(dim=1)
+
+    def full_sort_predict(self, interaction):
+        if self.restore_user_e is None or self.restore_entity_e is None:
+            with torch.no_grad():
+                self.restore_user_e, self.restore_entity_e = self.forward()
+        u = self.restore_user_e[interaction[self.USER_ID]]
+        return (u @ self.restore_entity_e[: self.n_items].T).view(-1)

@@ -1,8 +1,22 @@
-"""Train and test a recbole-mkg or RecBole model.
+"""Train and test recbole-mkg or RecBole models: one model, several side by side, or a Ray Tune sweep.
 
     python run_recbole_mkg.py --model=MultiKG4Rec                      # embedded mkg-demo dataset
     python run_recbole_mkg.py --model=KGAT --dataset=ml-100k-kg --data_path=../shared/datasets
     python run_recbole_mkg.py --model=BPR --config_files="a.yaml b.yaml" --learning_rate=0.005
+
+Side by side (each (model, seed) in its own process, one saved split, resumable; see recbole_mkg/compare.py):
+
+    python run_recbole_mkg.py --model=BPR,LightGCN,KGAT,MultiKG4Rec --dataset=ml-100k-kg \\
+        --data_path=../shared/datasets --seeds=2020,2021,2022 --protocol=paper \\
+        --results_dir=results/ml-100k-kg --epochs_cap=KGAT:20,MultiKG4Rec:20
+
+Ray Tune sweep (RecBole's hyper-parameter file syntax or YAML/JSON; see recbole_mkg/tune.py):
+
+    python run_recbole_mkg.py --model=KGAT --dataset=ml-100k-kg --tune=hyper.test --num_samples=8 \\
+        --scheduler=asha --cpus_per_trial=2 --gpus_per_trial=0.5 --tune_dir=results/tune
+
+Multi-process (DDP) training as RecBole defines it: --nproc=2 [--world_size --ip --port --group_offset]
+(NCCL on CUDA, gloo on CPU; --ddp_backend=gloo|nccl to choose).
 
 Flags mirror RecBole's run_recbole.py: --model, --dataset, --config_files (space separated), and any
 --key=value config override.
@@ -11,11 +25,49 @@ import argparse
 import sys
 
 
+def _int_list(text):
+    return [int(s) for s in str(text).split(",") if s.strip()]
+
+
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", "-m", type=str, default="MultiKG4Rec", help="model name (plugin or RecBole)")
+    # allow_abbrev=False: --seed=... is a config override, not an abbreviation of --seeds
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
+    parser.add_argument("--model", "-m", type=str, default="MultiKG4Rec",
+                        help="model name (plugin or RecBole); a comma-separated list runs them side by side")
     parser.add_argument("--dataset", "-d", type=str, default="mkg-demo", help="dataset name")
     parser.add_argument("--config_files", type=str, default=None, help="config files, space separated")
+    # side by side
+    side = parser.add_argument_group("side by side (several models and/or seeds)")
+    side.add_argument("--seeds", type=str, default=None, help="comma-separated seeds, e.g. 2020,2021,2022")
+    side.add_argument("--results_dir", type=str, default=None, help="results folder (default results/<dataset>)")
+    side.add_argument("--protocol", type=str, default=None, help="ready protocol config, e.g. 'paper'")
+    side.add_argument("--epochs_cap", type=str, default=None, help="per-model epoch caps: KGAT:20,BPR:100 or 20")
+    side.add_argument("--model_configs", type=str, default=None,
+                      help="extra config file per model: KGAT=kgat_best.yaml,BPR=bpr_best.yaml")
+    side.add_argument("--split_seed", type=int, default=None, help="seed of the one saved split (default: first seed)")
+    side.add_argument("--run_timeout", type=float, default=None, help="seconds per (model, seed) run")
+    # Ray Tune
+    tune = parser.add_argument_group("Ray Tune sweep")
+    tune.add_argument("--tune", type=str, default=None, help="search-space file (RecBole params syntax, YAML or JSON)")
+    tune.add_argument("--num_samples", type=int, default=10, help="trials to sample (per grid point)")
+    tune.add_argument("--scheduler", type=str, default="asha", help="asha | fifo")
+    tune.add_argument("--grace_period", type=int, default=1, help="ASHA: epochs before a trial may be stopped")
+    tune.add_argument("--reduction_factor", type=float, default=2, help="ASHA reduction factor")
+    tune.add_argument("--cpus_per_trial", type=float, default=1)
+    tune.add_argument("--gpus_per_trial", type=float, default=0, help="fractional GPUs allowed, e.g. 0.5")
+    tune.add_argument("--max_concurrent", type=int, default=None, help="trials running at once")
+    tune.add_argument("--ray_address", type=str, default=None, help="join this Ray cluster (e.g. auto, ray://host:10001)")
+    tune.add_argument("--tune_dir", type=str, default=None, help="sweep folder (default results/tune)")
+    tune.add_argument("--tune_name", type=str, default=None, help="sweep name (default <model>-<dataset>)")
+    tune.add_argument("--no_resume", action="store_true", help="start the sweep afresh instead of resuming")
+    # DDP
+    ddp = parser.add_argument_group("multi-process training (RecBole's DDP)")
+    ddp.add_argument("--nproc", type=int, default=1, help="processes on this node")
+    ddp.add_argument("--world_size", type=int, default=-1, help="processes in all (default nproc)")
+    ddp.add_argument("--ip", type=str, default="localhost")
+    ddp.add_argument("--port", type=str, default="5678")
+    ddp.add_argument("--group_offset", type=int, default=0)
     args, unknown = parser.parse_known_args(argv)
     overrides = {}
     for arg in unknown:
@@ -27,12 +79,51 @@ def parse_args(argv=None):
     return args, config_files, overrides
 
 
+def _model_configs(text):
+    out = {}
+    for part in (text or "").split(","):
+        if part.strip():
+            name, files = part.split("=", 1)
+            out[name.strip()] = files.strip().split(" ")
+    return out
+
+
 def main(argv=None):
     args, config_files, overrides = parse_args(argv)
-    from recbole_mkg.quick_start import run_recbole_mkg
+    models = [m.strip() for m in args.model.split(",") if m.strip()]
+    if args.protocol:
+        from recbole_mkg.compare import protocol_file
 
-    result = run_recbole_mkg(model=args.model, dataset=args.dataset, config_file_list=config_files,
-                             config_dict=overrides)
+        config_files = [protocol_file(args.protocol)] + list(config_files or [])
+
+    if args.tune:
+        if len(models) != 1:
+            raise SystemExit("--tune sweeps one model at a time")
+        from recbole_mkg.tune import run_tune
+
+        return run_tune(models[0], args.dataset, args.tune, config_file_list=config_files, config_dict=overrides,
+                        num_samples=args.num_samples, scheduler=args.scheduler, grace_period=args.grace_period,
+                        reduction_factor=args.reduction_factor, cpus_per_trial=args.cpus_per_trial,
+                        gpus_per_trial=args.gpus_per_trial, max_concurrent=args.max_concurrent,
+                        ray_address=args.ray_address, tune_dir=args.tune_dir, name=args.tune_name,
+                        resume=not args.no_resume)
+
+    if len(models) > 1 or args.seeds:
+        from recbole_mkg.compare import compare, parse_epoch_caps
+
+        seeds = _int_list(args.seeds) if args.seeds else [int(overrides.pop("seed", 2020))]
+        return compare(models, args.dataset, seeds=seeds, config_file_list=config_files, config_dict=overrides,
+                       results_dir=args.results_dir, epoch_caps=parse_epoch_caps(args.epochs_cap, models),
+                       model_config_files=_model_configs(args.model_configs), split_seed=args.split_seed,
+                       timeout=args.run_timeout)
+
+    from recbole_mkg.quick_start import run
+
+    result = run(model=models[0], dataset=args.dataset, config_file_list=config_files, config_dict=overrides,
+                 nproc=args.nproc, world_size=args.world_size, ip=args.ip, port=args.port,
+                 group_offset=args.group_offset)
+    if result is None:
+        return None
     print(f"test result ({result['model']} on {result['dataset']}): {dict(result['test_result'])}")
     return result
 

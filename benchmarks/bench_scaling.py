@@ -1,0 +1,244 @@
+"""Scaling of the full-graph propagation (KGAT port and Multi-KG4Rec's two views) on generated graphs.
+
+    nice -n 10 .venv/bin/python benchmarks/bench_scaling.py [--sizes=1e4,1e5,1e6,1e7] [--steps=3]
+        [--time_cap=240] [--memory_cap_gb=8]
+
+For each size (number of KG triples; the graph grows by 10x steps) a generated collaborative KG with as
+many user-item interactions as triples (users = E/50, items = E/100, entities = E/10, 20 relations) is
+built in its own child process, which times:
+
+* building the graph structures (``CollaborativeKG``) and the BFS neighbour sequences (once per model);
+* ``--steps`` training steps of the propagation core (L=3 Bi-Interaction layers of 64/32/16 over the whole
+  CKG + a BPR batch of 2048 + backward + Adam), with 1 view (KGAT) and 2 views (Multi-KG4Rec's text and
+  visual graphs; the transformer is per item, independent of the KG size, and left out);
+* one attention update (pi(h,r,t) of every edge).
+
+The parent watches each child: past ``--time_cap`` seconds or ``--memory_cap_gb`` of RSS it is stopped and
+the size is recorded as capped. It fits time ~ a * edges^b on the finished sizes and writes
+``benchmarks/results/scaling_<device>.{json,md,png}``.
+"""
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)
+
+
+class _FakeDataset:
+    """What ``CollaborativeKG`` and the BFS read from a RecBole ``KnowledgeBasedDataset``."""
+
+    def __init__(self, n_users, n_items, n_entities, n_relations, n_inter, n_kg, seed=0):
+        import numpy as np
+
+        rng = np.random.default_rng(seed)
+        self.n_users, self.n_entities, self.n_relations = n_users, n_entities, n_relations
+        users = rng.integers(0, n_users, n_inter)
+        items = (rng.zipf(1.3, n_inter) - 1) % n_items  # popularity skew
+        head = rng.integers(0, n_entities, n_kg)
+        head[: n_kg // 2] = rng.integers(0, n_items, n_kg // 2)  # half the triples start at an item
+        tail = rng.integers(0, n_entities, n_kg)
+        rel = rng.integers(1, n_relations, n_kg)
+        n = n_users + n_entities
+        self.row = np.concatenate([users, n_users + items, n_users + head, n_users + tail])
+        self.col = np.concatenate([n_users + items, users, n_users + tail, n_users + head])
+        self.rel = np.concatenate([np.zeros(2 * n_inter, dtype=np.int64), rel, rel + n_relations])
+        self.shape = (n, n)
+
+    def ckg_graph(self, form="coo", value_field=None):
+        import numpy as np
+        import scipy.sparse as sp
+
+        data = self.rel if value_field else np.ones(len(self.row), dtype=np.float32)
+        return sp.coo_matrix((data, (self.row, self.col)), shape=self.shape)
+
+
+def child(size, steps, views, device):
+    """Run one size; print a JSON line of timings."""
+    import numpy as np
+    import torch
+
+    from recbole_mkg.model.layers import CollaborativeKG, KnowledgePropagation, knowledge_aware_attention
+    from recbole_mkg.model.neighbour_sequences import bfs_sequences
+
+    torch.manual_seed(0)
+    n_kg = int(size)
+    n_inter = n_kg
+    n_users, n_items, n_entities = max(50, n_kg // 50), max(100, n_kg // 100), max(200, n_kg // 10)
+    out = {"kg_triples": n_kg, "interactions": n_inter, "users": n_users, "items": n_items, "entities": n_entities}
+    t = time.perf_counter()
+    data = _FakeDataset(n_users, n_items, n_entities, 20, n_inter, n_kg)
+    out["generate_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    ckg = CollaborativeKG(data).to(device)
+    out["ckg_build_s"] = time.perf_counter() - t
+    out["ckg_edges"] = ckg.num_edges
+    t = time.perf_counter()
+    coo = data.ckg_graph().tocsr()
+    adj = ((coo + coo.T) > 0).astype(np.float32).tocsr()
+    bfs_sequences(adj, n_users + np.arange(n_items), 16, 2, 0)
+    out["bfs_build_s"] = time.perf_counter() - t
+    del coo, adj
+
+    d, layers = 64, [64, 32, 16]
+    n_nodes = ckg.n_nodes
+    embeddings = [torch.nn.Parameter(torch.randn(n_nodes, d, device=device) * 0.1) for _ in range(views)]
+    props = [KnowledgePropagation(d, layers, 0.1, "bi").to(device) for _ in range(views)]
+    relation = torch.nn.Parameter(torch.randn(40, d, device=device) * 0.1)
+    trans_w = torch.nn.Parameter(torch.randn(40, d, d, device=device) * 0.1)
+    params = embeddings + [p for m in props for p in m.parameters()]
+    optimizer = torch.optim.Adam(params, lr=1e-3)
+    adjacency = ckg.adjacency(ckg.init_weight)
+
+    def step():
+        optimizer.zero_grad()
+        user = torch.randint(0, n_users, (2048,), device=device)
+        pos = n_users + torch.randint(0, n_items, (2048,), device=device)
+        neg = n_users + torch.randint(0, n_items, (2048,), device=device)
+        outs = torch.cat([p(adjacency, e) for p, e in zip(props, embeddings)], dim=1)
+        u, i, j = outs[user], outs[pos], outs[neg]
+        loss = -torch.nn.functional.logsigmoid((u * i).sum(1) - (u * j).sum(1)).mean()
+        loss.backward()
+        optimizer.step()
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    step()  # warm-up
+    times = []
+    for _ in range(steps):
+        t = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t)
+    out["step_s"] = sorted(times)[len(times) // 2]
+    t = time.perf_counter()
+    with torch.no_grad():
+        knowledge_aware_attention(ckg, embeddings[0].detach(), relation.detach(), trans_w.detach())
+    out["attention_s"] = time.perf_counter() - t
+    
+    from recbole_mkg.compare import _peak_rss_mb  # VmHWM: not inherited from the parent
+
+    out["peak_rss_mb"] = _peak_rss_mb()
+    print("RESULT " + json.dumps(out), flush=True)
+
+
+def run_capped(cmd, time_cap, memory_cap_gb):
+    import psutil
+
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    start, peak, reason = time.time(), 0.0, None
+    ps = psutil.Process(proc.pid)
+    while proc.poll() is None:
+        try:
+            rss = ps.memory_info().rss / 2**30
+        except psutil.NoSuchProcess:
+            break
+        peak = max(peak, rss)
+        if rss > memory_cap_gb:
+            reason = f"memory cap {memory_cap_gb} GB"
+        elif time.time() - start > time_cap:
+            reason = f"time cap {time_cap} s"
+        if reason:
+            proc.kill()
+            break
+        time.sleep(0.2)
+    stdout, stderr = proc.communicate()
+    lines = [x for x in stdout.splitlines() if x.startswith("RESULT ")]
+    if lines and reason is None:
+        return json.loads(lines[-1][7:]), None
+    return None, reason or f"failed: {stderr.strip().splitlines()[-1] if stderr.strip() else proc.returncode}"
+
+
+def fit_exponent(xs, ys):
+    """Least-squares slope of log y on log x (y ~ a x^b): returns b."""
+    lx, ly = [math.log(x) for x in xs], [math.log(y) for y in ys]
+    mx, my = sum(lx) / len(lx), sum(ly) / len(ly)
+    den = sum((a - mx) ** 2 for a in lx)
+    return sum((a - mx) * (b - my) for a, b in zip(lx, ly)) / den if den else float("nan")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="1e4,1e5,1e6,1e7", help="KG triples per size (10x steps)")
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--time_cap", type=float, default=240, help="seconds per size and view count")
+    parser.add_argument("--memory_cap_gb", type=float, default=8)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--views", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--out_dir", default=os.path.join(HERE, "results"))
+    args = parser.parse_args(argv)
+    if args.child:
+        child(float(args.child), args.steps, args.views, args.device)
+        return 0
+    sizes = [int(float(s)) for s in args.sizes.split(",")]
+    rows = []
+    for size in sizes:
+        for views, label in ((1, "KGAT (1 view)"), (2, "Multi-KG4Rec (2 views)")):
+            cmd = [sys.executable, os.path.abspath(__file__), f"--child={size}", f"--views={views}",
+                   f"--steps={args.steps}", f"--device={args.device}"]
+            start = time.time()
+            result, capped = run_capped(cmd, args.time_cap, args.memory_cap_gb)
+            row = {"size": size, "views": views, "model": label, "wall_s": round(time.time() - start, 1),
+                   "capped": capped, **(result or {})}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    os.makedirs(args.out_dir, exist_ok=True)
+    report = {"date": time.strftime("%Y-%m-%d %H:%M"), "device": args.device, "cpu_count": os.cpu_count(),
+              "steps": args.steps, "time_cap_s": args.time_cap, "memory_cap_gb": args.memory_cap_gb,
+              "rows": rows, "exponents": {}}
+    lines = [f"# Scaling on generated graphs ({report['date']}, {args.device}, {os.cpu_count()} cores)", "",
+             "Time per training step of the full-graph propagation core (3 Bi-Interaction layers 64/32/16 + BPR "
+             "batch 2048 + backward + Adam), median of "
+             f"{args.steps}; caps {args.time_cap:.0f} s and {args.memory_cap_gb} GB RSS per size.", "",
+             "| KG triples | CKG edges | model | graph build s | BFS build s | step s | attention s | peak RSS MB | note |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        if row.get("step_s") is None:
+            lines.append(f"| {row['size']:,} | - | {row['model']} | - | - | - | - | - | {row['capped']} |")
+            continue
+        lines.append(f"| {row['kg_triples']:,} | {row['ckg_edges']:,} | {row['model']} | {row['ckg_build_s']:.2f} | "
+                     f"{row['bfs_build_s']:.2f} | {row['step_s']:.3f} | {row['attention_s']:.3f} | "
+                     f"{row['peak_rss_mb']:.0f} | |")
+    lines.append("")
+    for views in (1, 2):
+        done = [r for r in rows if r["views"] == views and r.get("step_s")]
+        big = [r for r in done if r["ckg_edges"] >= 1e5] or done  # fixed overheads dominate tiny graphs
+        if len(big) >= 2:
+            b = fit_exponent([r["ckg_edges"] for r in big], [r["step_s"] for r in big])
+            report["exponents"][views] = b
+            lines.append(f"Fitted growth exponent (step time ~ edges^b, sizes with >= 1e5 edges), {views} view(s): "
+                         f"b = {b:.2f}")
+    base = os.path.join(args.out_dir, f"scaling_{args.device}")
+    with open(base + ".json", "w", encoding="utf-8") as f:
+        json.dump(report, f, indent=1)
+    with open(base + ".md", "w", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        for views, label in ((1, "KGAT (1 view)"), (2, "Multi-KG4Rec (2 views)")):
+            done = [r for r in rows if r["views"] == views and r.get("step_s")]
+            ax.loglog([r["ckg_edges"] for r in done], [r["step_s"] for r in done], "o-", label=label)
+        ax.set_xlabel("CKG edges")
+        ax.set_ylabel("s per training step")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(base + ".png", dpi=110)
+    except Exception as err:  # the chart is optional
+        print(f"no chart: {err}")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""Side-by-side runner: one saved split, one process per (model, seed), atomic results, resume, tables."""
+import csv
+import json
+import os
+import pytest
+import yaml
+
+import run_recbole_mkg
+from recbole_mkg.compare import compare, parse_epoch_caps, prepare_split, protocol_file, summarise
+from tests.conftest import tiny_config
+
+
+def _shared(root, **overrides):
+    config = tiny_config(root, **overrides)
+    config.pop("checkpoint_dir")
+    return config
+
+
+@pytest.fixture(scope="module")
+def comparison(tiny_root, tmp_path_factory):
+    """BPR and KGAT with seed 2020, then (a second sitting) BPR with seeds 2020 and 2021: 3 runs."""
+    out = tmp_path_factory.mktemp("compare")
+    logs = []
+    shared = _shared(tiny_root, epochs=1, metrics=["Recall", "MRR", "NDCG", "Hit"])
+    compare(["BPR", "KGAT"], "mkg-tiny", seeds=[2020], config_file_list=[protocol_file("paper")],
+            config_dict=shared, results_dir=str(out), epoch_caps={"BPR": 2}, log=logs.append)
+    mtime = os.path.getmtime(out / "runs" / "BPR__seed2020.json")
+    logs.append("--- second sitting ---")
+    compare(["BPR"], "mkg-tiny", seeds=[2020, 2021], config_file_list=[protocol_file("paper")],
+            config_dict=shared, results_dir=str(out), epoch_caps={"BPR": 2}, log=logs.append)
+    result = summarise(str(out), ["BPR", "KGAT"], [2020, 2021], log=logs.append)
+    assert os.path.getmtime(out / "runs" / "BPR__seed2020.json") == mtime
+    return out, result, logs
+
+
+def test_every_model_and_seed_ran_on_one_split(comparison):
+    out, result, logs = comparison
+    records = result["records"]
+    assert sorted((r["model"], r["seed"]) for r in records) == [("BPR", 2020), ("BPR", 2021), ("KGAT", 2020)]
+    second = logs[logs.index("--- second sitting ---"):]
+    assert any("BPR__seed2020: result exists, skipped" in line for line in second)
+    assert any("BPR__seed2021: done" in line for line in second)
+    split = json.load(open(out / "split" / "mkg-tiny" / "split.json"))
+    for r in records:  # KG model and non-KG model: the same train/valid/test interactions
+        assert r["split_sizes"] == split["sizes"]
+        assert r["config"]["benchmark_filename"] == ["train", "valid", "test"]
+        assert r["n_params"] > 0 and r["peak_rss_mb"] > 0 and r["train_s_per_epoch"] > 0
+        assert 1 <= r["epochs_to_best"] <= r["epochs_run"]
+    assert {r["epochs_cap"] for r in records if r["model"] == "BPR"} == {2}
+    assert {r["epochs_cap"] for r in records if r["model"] == "KGAT"} == {1}
+    assert any("epoch caps" in line and "BPR: 2" in line for line in logs)
+    # the exact merged config of every run, loadable YAML
+    cfg = yaml.safe_load(open(out / "configs" / "BPR__seed2021.yaml"))
+    assert cfg["seed"] == 2021 and cfg["model"] == "BPR" and cfg["valid_metric"] == "NDCG@20"
+
+
+def test_saved_split_is_the_kg_filtered_interactions(comparison, tiny_root):
+    out, _, _ = comparison
+    folder = out / "split" / "mkg-tiny"
+    rows = sum(len(open(folder / f"mkg-tiny.{p}.inter").readlines()) - 1 for p in ("train", "valid", "test"))
+    assert rows == json.load(open(folder / "split.json"))["interactions"]
+    assert os.path.islink(folder / "mkg-tiny.kg") and not os.path.islink(folder / "mkg-tiny.link")
+    # a second preparation reuses the saved split
+    again = prepare_split("mkg-tiny", [protocol_file("paper")], _shared(tiny_root), str(out), split_seed=1)
+    assert again["sizes"] == json.load(open(folder / "split.json"))["sizes"]
+
+
+def test_tables_and_chart(comparison):
+    out, result, _ = comparison
+    md = open(result["markdown"]).read()
+    assert "| BPR | 2 | 2 |" in md and "| KGAT | 1 | 1 |" in md and " ± " in md
+    for column in ("recall@10", "ndcg@20", "hit@20", "train s/epoch", "eval s", "peak RSS MB", "#params",
+                   "epochs to best"):
+        assert column in md
+    rows = list(csv.DictReader(open(result["csv"])))
+    assert [r["model"] for r in rows] == ["BPR", "KGAT"]
+    assert float(rows[0]["ndcg@20"]) >= 0 and rows[0]["ndcg@20 std"] != ""
+    assert open(result["chart"], "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_failed_run_is_recorded_and_the_others_go_on(comparison, tiny_root):
+    out, _, _ = comparison
+    result = compare(["NoSuchModel", "BPR"], "mkg-tiny", seeds=[2020], config_file_list=[protocol_file("paper")],
+                     config_dict=_shared(tiny_root, epochs=1), results_dir=str(out), log=lambda line: None)
+    failed = json.load(open(out / "runs" / "NoSuchModel__seed2020.failed.json"))
+    assert "unknown model" in failed["error"]
+    assert [(r["model"], r["n"], r["failed"]) for r in result["rows"]] == [("NoSuchModel", 0, 1), ("BPR", 1, 0)]
+    assert "Failed runs" in open(result["markdown"]).read()
+
+
+def test_epoch_caps_parsing():
+    assert parse_epoch_caps("KGAT:20,BPR:100") == {"KGAT": 20, "BPR": 100}
+    assert parse_epoch_caps("5", ["A", "B"]) == {"A": 5, "B": 5}
+    assert parse_epoch_caps(None) == {}
+
+
+def test_cli_model_list_goes_side_by_side(tiny_root, tmp_path, monkeypatch):
+    calls = {}
+    import recbole_mkg.compare as module
+
+    monkeypatch.setattr(module, "compare", lambda *a, **k: calls.update(args=a, kwargs=k) or {"rows": []})
+    run_recbole_mkg.main(["--model=BPR,KGAT", "--dataset=mkg-tiny", "--seeds=1,2", "--protocol=paper",
+                          "--epochs_cap=KGAT:4", f"--results_dir={tmp_path}", "--learning_rate=0.01"])
+    assert calls["args"][:2] == (["BPR", "KGAT"], "mkg-tiny")
+    kwargs = calls["kwargs"]
+    assert kwargs["seeds"] == [1, 2] and kwargs["epoch_caps"] == {"KGAT": 4}
+    assert kwargs["config_file_list"] == [protocol_file("paper")]
+    assert kwargs["config_dict"] == {"learning_rate": "0.01"}
+
+
+def test_cli_flags_are_never_abbreviated():
+    # --seed is RecBole's config key; it must not be taken for --seeds (nor --port for --port_xxx, ...)
+    args, _, overrides = run_recbole_mkg.parse_args(["--model=BPR", "--seed=7", "--epoch=3"])
+    assert args.seeds is None and overrides == {"seed": "7", "epoch": "3"}

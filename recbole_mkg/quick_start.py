@@ -4,6 +4,7 @@ Mirrors ``recbole.quick_start`` (which is never imported: it imports ``ray.tune`
 RecBole's pinned Ray does not install on today's stack), with the plugin's Config/model/trainer look-up.
 """
 import logging
+import os
 import sys
 from logging import getLogger
 
@@ -56,6 +57,11 @@ def build(config):
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    # RecBole names checkpoints <model>-<time to the second>.pth: runs started in the same second would
+    # overwrite each other's file; the process id keeps them apart (DDP ranks must share one name).
+    if config["single_spec"]:
+        root, ext = os.path.splitext(trainer.saved_model_file)
+        trainer.saved_model_file = f"{root}-{os.getpid()}{ext}"
     return dataset, (train_data, valid_data, test_data), model, trainer
 
 

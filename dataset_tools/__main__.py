@@ -8,6 +8,7 @@ COMMANDS = {
     "build-amazon-books": ("dataset_tools.amazon_books", "Amazon reviews/metadata JSON lines + link/KG -> dataset folder"),
     "extract-features": ("dataset_tools.extract", "images/texts -> <dataset>.<suffix> feature files (open_clip, "
                                                   "sentence-transformers, crude colour-texture)"),
+    "convert-dbp15k": ("dataset_tools.dbp15k", "DBP15K pair folder -> two KG files + JAPE's train/test alignment pairs"),
     "check": ("dataset_tools.check", "validate a dataset folder and print its statistics (exit 1 on errors)"),
 }
 

@@ -1,0 +1,238 @@
+"""CrossGMMI-DUKGLR: shapes, gradients, fusion / JK switches, dynamic negatives, pre-training on two KGs,
+pre-trained weights loaded by fine-tuning, full-sort == per-pair, config errors."""
+import os
+
+import pandas as pd
+import pytest
+import torch
+from recbole.data import data_preparation
+from recbole.data.interaction import Interaction
+from recbole.utils import init_seed
+
+from recbole_mkg.config import Config
+from recbole_mkg.data import create_dataset
+from recbole_mkg.model.contrastive import DynamicNegativeSampler
+from recbole_mkg.model.knowledge_aware_recommender import CrossGMMI
+from recbole_mkg.trainer import CrossGMMITrainer
+from recbole_mkg.utils import get_model, get_trainer
+from tests.conftest import tiny_config
+
+FAST = dict(embedding_size=16, n_heads=2, gat_heads=2, n_modal_tokens=2, pretrain_epochs=1, pretrain_batch_size=64,
+            pretrain_neg_samples=16, dns_candidates=8)
+
+
+def build(root, **overrides):
+    config = Config(model="CrossGMMI", dataset="mkg-tiny", config_dict=tiny_config(root, **dict(FAST, **overrides)))
+    init_seed(config["seed"], config["reproducibility"])
+    dataset = create_dataset(config)
+    train, valid, test = data_preparation(config, dataset)
+    init_seed(config["seed"], config["reproducibility"])
+    return CrossGMMI(config, train._dataset), config, (train, valid, test)
+
+
+def batch(model, n=8):
+    g = torch.Generator().manual_seed(0)
+    return Interaction({
+        model.USER_ID: torch.randint(1, model.n_users, (n,), generator=g),
+        model.ITEM_ID: torch.randint(1, model.n_items, (n,), generator=g),
+        model.NEG_ITEM_ID: torch.randint(1, model.n_items, (n,), generator=g),
+    })
+
+
+@pytest.fixture(scope="module")
+def built(tiny_root):
+    return build(tiny_root)
+
+
+@pytest.fixture(scope="module")
+def second_kg(tiny_root):
+    """A second KG of the same items: other entity tokens, a third of the triples dropped, one extra relation."""
+    folder = os.path.join(str(tiny_root), "mkg-tiny-b")
+    os.makedirs(folder, exist_ok=True)
+    src = os.path.join(str(tiny_root), "mkg-tiny", "mkg-tiny")
+    kg = pd.read_csv(src + ".kg", sep="\t", dtype=str)
+    kg = kg.iloc[[i for i in range(len(kg)) if i % 3]].copy()
+    kg.iloc[:, 0] = "B:" + kg.iloc[:, 0]
+    kg.iloc[:, 2] = "B:" + kg.iloc[:, 2]
+    kg.to_csv(os.path.join(folder, "mkg-tiny-b.kg"), sep="\t", index=False)
+    link = pd.read_csv(src + ".link", sep="\t", dtype=str)
+    link.iloc[:, 1] = "B:" + link.iloc[:, 1]
+    link.to_csv(os.path.join(folder, "mkg-tiny-b.link"), sep="\t", index=False)
+    return folder
+
+
+def test_alias_and_trainer_lookup():
+    assert get_model("CrossGMMI-DUKGLR") is CrossGMMI
+    assert get_trainer(None, "CrossGMMI-DUKGLR") is CrossGMMITrainer
+
+
+def test_shapes_and_jk_modes(tiny_root, built):
+    model, _, _ = built
+    user, entity = model.forward()
+    assert user.shape == (model.n_users, 16 * 3) and entity.shape == (model.n_entities, 16 * 3)  # cat: (L+1) d
+    for mode, width in (("max", 16), ("lstm", 16), ("last", 16)):
+        m, _, _ = build(tiny_root, jk_mode=mode)
+        assert m.forward()[0].shape == (m.n_users, width)
+    m, _, _ = build(tiny_root, gat_layers=3)
+    assert m.forward()[1].shape[1] == 16 * 4
+
+
+def test_gradients_reach_every_part(built):
+    model, _, _ = built
+    model.train()
+    model.zero_grad()
+    model.calculate_loss(batch(model)).backward()
+    for name in ["user_embedding.weight", "entity_embedding.weight", "relation_embedding.weight",
+                 "encoder.fusion.projection.text.weight", "encoder.fusion.projection.visual.weight",
+                 "encoder.fusion.attention.text.in_proj_weight", "encoder.gat.layers.0.lin.weight",
+                 "encoder.gat.layers.1.att_message"]:
+        grad = dict(model.named_parameters())[name].grad
+        assert grad is not None and grad.abs().sum() > 0, name
+
+
+def test_full_sort_equals_per_pair_predict(built):
+    model, _, _ = built
+    model.eval()
+    users = torch.tensor([1, 5, 9])
+    with torch.no_grad():
+        full = model.full_sort_predict(Interaction({model.USER_ID: users})).view(3, model.n_items)
+        pairs = Interaction({model.USER_ID: users.repeat_interleave(model.n_items),
+                             model.ITEM_ID: torch.arange(model.n_items).repeat(3)})
+        per_pair = model.predict(pairs).view(3, model.n_items)
+    torch.testing.assert_close(full, per_pair, rtol=1e-5, atol=1e-5)
+    model.restore_user_e = model.restore_entity_e = None
+
+
+def _fused(model):
+    model.eval()
+    with torch.no_grad():
+        return model.encoder.fusion(*model.modal_inputs())
+
+
+@pytest.mark.parametrize("fusion", ["text_to_visual", "bidirectional", "concat"])
+def test_fusion_switch_and_masks(tiny_root, fusion):
+    model, _, _ = build(tiny_root, fusion=fusion)
+    f = model.encoder.fusion
+    assert hasattr(f, "attention") == (fusion != "concat")
+    assert (fusion == "bidirectional") == ("visual" in getattr(f, "attention", {}))
+    fused = _fused(model)
+    none = ~(model.mask_text | model.mask_visual)
+    assert none.any() and torch.all(fused[none] == 0)  # no modality: no invented vector
+    both = model.mask_text & model.mask_visual
+    base = fused.clone()
+    with torch.no_grad():
+        model.features_visual.mul_(-3.0)
+    changed = _fused(model)
+    assert not torch.allclose(changed[both], base[both])  # every mode uses the image of text+image entities
+    only_text = model.mask_text & ~model.mask_visual
+    torch.testing.assert_close(changed[only_text], base[only_text])  # a masked image is never read
+
+
+def test_cross_attention_differs_from_concat(tiny_root):
+    a, _, _ = build(tiny_root, fusion="text_to_visual")
+    b, _, _ = build(tiny_root, fusion="concat")
+    assert sum(p.numel() for p in a.encoder.fusion.parameters()) != sum(p.numel() for p in b.encoder.fusion.parameters())
+
+
+def test_dynamic_negatives_never_positive():
+    torch.manual_seed(0)
+    n_users, n_items = 6, 12
+    users = torch.arange(1, n_users).repeat_interleave(8)
+    items = torch.randint(1, n_items, (len(users),))
+    sampler = DynamicNegativeSampler(n_items, users, items, n_candidates=20, hard_ratio=1.0)
+    positives = set(zip(users.tolist(), items.tolist()))
+    user_repr = torch.randn(n_users, 4)
+    item_repr = torch.randn(n_items, 4)
+    item_repr[sorted({i for _, i in positives})] += 10 * user_repr[1:].mean(0)  # positives score highest
+    q = torch.arange(1, n_users).repeat(200)
+    uniform = torch.zeros_like(q)  # stand-in marking "fell back to the uniform negative"
+    negatives = sampler.sample(q, uniform, user_repr, item_repr)
+    hard = negatives != 0
+    assert hard.float().mean() > 0.5
+    assert not any((u, i) in positives for u, i in zip(q[hard].tolist(), negatives[hard].tolist()))
+    # the hard negative is the best-scoring non-positive among the candidates: it beats a random non-positive
+    assert sampler.is_positive(torch.tensor([1]), torch.tensor([[items[0].item()]])).item()
+
+
+def test_dynamic_negatives_mix_ratio():
+    sampler = DynamicNegativeSampler(50, torch.tensor([1]), torch.tensor([3]), n_candidates=4, hard_ratio=0.0)
+    q = torch.ones(10, dtype=torch.long)
+    uniform = torch.full((10,), 7)
+    assert torch.equal(sampler.sample(q, uniform, torch.randn(2, 3), torch.randn(50, 3)), uniform)
+
+
+def test_infonce_decreases_on_two_kgs_and_alignment_is_reported(tiny_root, second_kg):
+    model, config, (train, valid, _) = build(tiny_root, pretrain_second_kg=second_kg, pretrain_epochs=6,
+                                             pretrain_learning_rate=0.01, alignment_test_ratio=0.3)
+    trainer = CrossGMMITrainer(config, model)
+    path = trainer.pretrain(train, verbose=False)
+    losses = trainer.pretrain_losses
+    assert len(losses) == 6 and losses[-1] < losses[0] * 0.9, losses
+    assert set(trainer.alignment_result) == {"hits@1", "hits@10", "mrr"}
+    state = torch.load(path, weights_only=True)
+    assert state["alignment"] == trainer.alignment_result and state["entity_tokens"][1:] == model.entity_tokens[1:]
+
+
+def test_single_kg_pretraining_uses_two_views(tiny_root, caplog):
+    model, config, _ = build(tiny_root)
+    task, pairs, test = model.build_pretrain_task(config, __import__("logging").getLogger("t"))
+    assert task.views and test is None and torch.equal(pairs[:, 0], pairs[:, 1])
+    with pytest.raises(ValueError, match="pretrain_edge_drop"):
+        build_task = model.build_pretrain_task
+        config["pretrain_edge_drop"], config["pretrain_feature_mask"] = 0.0, 0.0
+        build_task(config)
+
+
+def test_finetuning_loads_pretrained_weights_by_token(tiny_root, tmp_path):
+    source, config, _ = build(tiny_root, seed=1)
+    path = source.save_pretrained(str(tmp_path / "pre.pth"))
+    target, config2, (train, valid, _) = build(tiny_root, seed=2, train_stage="finetune", pretrained_path=path,
+                                               epochs=1)
+    assert not torch.equal(target.entity_embedding.weight, source.entity_embedding.weight)
+    trainer = CrossGMMITrainer(config2, target)
+    with torch.no_grad():  # what fine-tuning starts from (fit then trains one epoch)
+        report = target.load_pretrained(path)
+    assert report["entity_rows_matched"] == target.n_entities - 1 and report["encoder_tensors_loaded"] == report["encoder_tensors"]
+    torch.testing.assert_close(target.entity_embedding.weight[1:], source.entity_embedding.weight[1:])
+    for k, v in source.encoder.state_dict().items():
+        torch.testing.assert_close(target.encoder.state_dict()[k], v)
+    # through the trainer: fit() loads the file named by pretrained_path and reports the rows it matched
+    target2, config3, (train, valid, _) = build(tiny_root, seed=3, train_stage="finetune", pretrained_path=path)
+    trainer = CrossGMMITrainer(config3, target2)
+    trainer.fit(train, valid, saved=False, verbose=False)
+    assert trainer.pretrained_report["entity_rows_matched"] == target2.n_entities - 1
+
+
+def test_pretrained_rows_are_matched_by_token_not_by_id(tiny_root, tmp_path, built):
+    model, _, _ = built
+    state = model.pretrained_state()
+    order = list(range(1, len(state["entity_tokens"])))[::-1]  # another dataset: other ids for the same tokens
+    state["entity_tokens"] = ["[PAD]"] + [state["entity_tokens"][i] for i in order][:-5] + ["unknown"] * 5
+    state["entity_embedding"] = torch.cat([state["entity_embedding"][:1], state["entity_embedding"][order]])
+    path = str(tmp_path / "shuffled.pth")
+    torch.save(state, path)
+    target, _, _ = build(tiny_root, seed=5)
+    report = target.load_pretrained(path)
+    assert report["entity_rows_matched"] == target.n_entities - 1 - 5
+    token = state["entity_tokens"][1]
+    torch.testing.assert_close(target.entity_embedding.weight[target.entity_tokens.index(token)],
+                               model.entity_embedding.weight[model.entity_tokens.index(token)])
+
+
+def test_bce_and_no_modalities(tiny_root):
+    model, _, _ = build(tiny_root, rec_loss="bce", modalities=[])
+    assert model.encoder.fusion is None
+    loss = model.calculate_loss(batch(model))
+    assert torch.isfinite(loss)
+
+
+def test_invalid_config_values(tiny_root):
+    for key, value, match in [("fusion", "sum", "fusion"), ("jk_mode", "mean", "jk_mode"),
+                              ("train_stage", "both", "train_stage"), ("rec_loss", "hinge", "rec_loss"),
+                              ("aug_edge_drop", 1.5, "aug_edge_drop"), ("gat_heads", 3, "gat_heads"),
+                              ("hard_neg_ratio", 2, "hard_neg_ratio")]:
+        with pytest.raises(ValueError, match=match):
+            build(tiny_root, **{key: value})
+    model, config, _ = build(tiny_root, pretrain_second_kg="/nonexistent/kg")
+    with pytest.raises(FileNotFoundError, match="pretrain_second_kg"):
+        model.build_pretrain_task(config)

@@ -37,13 +37,11 @@ import pandas as pd
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from recbole.model.abstract_recommender import KnowledgeRecommender
 from recbole.model.init import xavier_normal_initialization
-from recbole.model.loss import BPRLoss, EmbLoss
-from recbole.utils import InputType
 
 from recbole_mkg.compat.safe_checkpoints import atomic_torch_save
 from recbole_mkg.data.dataset import MultimodalKGDataset, requested_modalities
+from recbole_mkg.model.abstract_recommender import FullGraphKGRecommender
 from recbole_mkg.model.alignment import CrossKGContrast, KGraph, KGSide, side_for_graph, split_pairs
 from recbole_mkg.model.contrastive import DynamicNegativeSampler
 from recbole_mkg.model.graph_encoder import MKGEncoder, kg_edges
@@ -62,8 +60,7 @@ def _check_probability(config, key):
     return float(value)
 
 
-class CrossGMMI(KnowledgeRecommender):
-    input_type = InputType.PAIRWISE
+class CrossGMMI(FullGraphKGRecommender):
     dataset_class = MultimodalKGDataset
 
     def __init__(self, config, dataset):
@@ -126,11 +123,6 @@ class CrossGMMI(KnowledgeRecommender):
         self.relation_tokens = rel_tokens + [t + INVERSE_SUFFIX for t in rel_tokens]
         self.item_tokens = [str(t) for t in dataset.field2id_token[dataset.iid_field]]
 
-        self.mf_loss = BPRLoss()
-        self.reg_loss = EmbLoss()
-        self.restore_user_e = None
-        self.restore_entity_e = None
-        self.other_parameter_name = ["restore_user_e", "restore_entity_e"]
         self.apply(xavier_normal_initialization)
         self.config = config
 
@@ -155,7 +147,7 @@ class CrossGMMI(KnowledgeRecommender):
     # ---- fine-tuning -----------------------------------------------------------------------------------
     def calculate_loss(self, interaction):
         """BPR (or BCE) with dynamic hard negatives, + L2 on the batch's ID embeddings."""
-        self.restore_user_e = self.restore_entity_e = None
+        self.invalidate_cache()
         user = interaction[self.USER_ID]
         pos_item = interaction[self.ITEM_ID]
         user_all, entity_all = self.forward()
@@ -171,16 +163,6 @@ class CrossGMMI(KnowledgeRecommender):
                                                       torch.cat([torch.ones_like(pos_score), torch.zeros_like(neg_score)]))
         reg = self.reg_loss(self.user_embedding(user), self.entity_embedding(pos_item), self.entity_embedding(neg_item))
         return loss + self.reg_weight * reg
-
-    def predict(self, interaction):
-        user_all, entity_all = self.forward()
-        return (user_all[interaction[self.USER_ID]] * entity_all[interaction[self.ITEM_ID]]).sum(dim=1)
-
-    def full_sort_predict(self, interaction):
-        if self.restore_user_e is None or self.restore_entity_e is None:
-            self.restore_user_e, self.restore_entity_e = self.forward()
-        u = self.restore_user_e[interaction[self.USER_ID]]
-        return (u @ self.restore_entity_e[: self.n_items].T).view(-1)
 
     # ---- pre-training ----------------------------------------------------------------------------------
     def kg_side(self):
@@ -275,5 +257,5 @@ class CrossGMMI(KnowledgeRecommender):
         self.encoder.load_state_dict(own)
         report["encoder_tensors_loaded"] = len(loadable)
         report["encoder_tensors"] = len(own)
-        self.restore_user_e = self.restore_entity_e = None
+        self.invalidate_cache()
         return report

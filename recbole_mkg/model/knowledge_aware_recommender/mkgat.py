@@ -30,13 +30,11 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from recbole.model.abstract_recommender import KnowledgeRecommender
 from recbole.model.init import xavier_normal_initialization
-from recbole.model.loss import BPRLoss, EmbLoss
-from recbole.utils import InputType
 from torch_geometric.utils import softmax as segment_softmax
 
 from recbole_mkg.data.dataset import MultimodalKGDataset, requested_modalities
+from recbole_mkg.model.abstract_recommender import FullGraphKGRecommender
 from recbole_mkg.model.graph_encoder import kg_edges
 from recbole_mkg.model.knowledge_aware_recommender.multikg4rec import _check_positive_int
 
@@ -90,8 +88,7 @@ class MKGATLayer(nn.Module):
         return self.dropout(F.leaky_relu(out))
 
 
-class MKGAT(KnowledgeRecommender):
-    input_type = InputType.PAIRWISE
+class MKGAT(FullGraphKGRecommender):
     dataset_class = MultimodalKGDataset
 
     def __init__(self, config, dataset):
@@ -155,11 +152,6 @@ class MKGAT(KnowledgeRecommender):
             MKGATLayer(i, o, self.embedding_size, aggregation, config["mess_dropout"]) for i, o in zip(dims[:-1], dims[1:])
         )
         self.kg_relation_embedding = nn.Embedding(self.n_edge_relations, dims[1])
-        self.mf_loss = BPRLoss()
-        self.reg_loss = EmbLoss()
-        self.restore_user_e = None
-        self.restore_entity_e = None
-        self.other_parameter_name = ["restore_user_e", "restore_entity_e"]
         self.apply(xavier_normal_initialization)
 
     # ---- encoder and propagation ----------------------------------------------------------------------
@@ -185,7 +177,7 @@ class MKGAT(KnowledgeRecommender):
 
     # ---- recommendation module --------------------------------------------------------------------------
     def calculate_loss(self, interaction):
-        self.restore_user_e = self.restore_entity_e = None
+        self.invalidate_cache()
         user = interaction[self.USER_ID]
         pos_item = interaction[self.ITEM_ID]
         neg_item = interaction[self.NEG_ITEM_ID]
@@ -211,7 +203,7 @@ class MKGAT(KnowledgeRecommender):
 
     def calculate_kg_loss(self, interaction):
         """TransE margin loss with type-preserving negative tails."""
-        self.restore_user_e = self.restore_entity_e = None
+        self.invalidate_cache()
         h, r, t = self.kg_triples(interaction)
         neg_t = corrupt_tails(t, self.node_type, self.type_start, self.type_count)
         x = F.normalize(self.propagate(n_layers=1)[1], p=2, dim=1)
@@ -219,14 +211,3 @@ class MKGAT(KnowledgeRecommender):
         pos_d = (x[h] + rel - x[t]).norm(p=2, dim=1)
         neg_d = (x[h] + rel - x[neg_t]).norm(p=2, dim=1)
         return F.relu(self.kg_margin + pos_d - neg_d).mean() + self.reg_weight * self.reg_loss(rel)
-
-    # ---- prediction -----------------------------------------------------------------------------------------
-    def predict(self, interaction):
-        user_all, entity_all = self.forward()
-        return (user_all[interaction[self.USER_ID]] * entity_all[interaction[self.ITEM_ID]]).sum(dim=1)
-
-    def full_sort_predict(self, interaction):
-        if self.restore_user_e is None or self.restore_entity_e is None:
-            self.restore_user_e, self.restore_entity_e = self.forward()
-        u = self.restore_user_e[interaction[self.USER_ID]]
-        return (u @ self.restore_entity_e[: self.n_items].T).view(-1)

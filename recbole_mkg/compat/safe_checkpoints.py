@@ -15,10 +15,11 @@ unpickling arbitrary classes can run code. The fix replaces ``Trainer._save_chec
 import enum
 import os
 import pickle
-import tempfile
 
 import numpy as np
 import torch
+
+from recbole_mkg.atomic_io import atomic_open
 
 PLAIN_CONFIG_FORMAT = "recbole_mkg.plain_config.v1"
 
@@ -57,17 +58,8 @@ def plain_config(config):
 
 def atomic_torch_save(obj, path):
     """``torch.save`` to a temporary file beside ``path``, then ``os.replace`` it into place."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pth", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_open(path, "wb", suffix=".pth") as f:
+        torch.save(obj, f)
 
 
 def load_checkpoint(path, map_location="cpu", trusted=False):

@@ -22,7 +22,8 @@ import os
 
 import numpy as np
 
-from recbole_mkg.data.features import atomic_write_json, write_feature_file
+from recbole_mkg.atomic_io import atomic_open, atomic_write_json
+from recbole_mkg.data.features import write_feature_file
 
 DEMO_NAME = "mkg-demo"
 DEMO_VERSION = 3
@@ -39,12 +40,10 @@ def _unit_rows(rng, n, dim):
 
 
 def _write_tsv(path, header, rows):
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_open(path) as f:
         f.write("\t".join(header) + "\n")
         for row in rows:
             f.write("\t".join(str(v) for v in row) + "\n")
-    os.replace(tmp, path)
 
 
 def generate(folder, name=DEMO_NAME, **overrides):

@@ -23,12 +23,13 @@ import hashlib
 import io
 import json
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+
+from recbole_mkg.atomic_io import atomic_open, atomic_write_json  # noqa: F401  (re-exported)
 
 ID_FIELDS = ("entity_id", "item_id")
 MAX_REPORTED_LINES = 5
@@ -223,39 +224,13 @@ def write_feature_file(path, ids, matrix, id_field="entity_id", meta=None, signi
         raise ValueError(f"matrix must be [len(ids), D], got {matrix.shape} for {len(ids)} ids")
     if id_field not in ID_FIELDS:
         raise ValueError(f"id_field must be one of {ID_FIELDS}")
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(f"{id_field}:token\tfeature:float_seq\n")
-            fmt = f"%.{significant_digits}g"  # 9 significant digits round-trip float32 exactly
-            for ident, row in zip(ids, matrix):
-                f.write(ident + "\t" + " ".join(fmt % v for v in row) + "\n")
-        _publish(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    fmt = f"%.{significant_digits}g"  # 9 significant digits round-trip float32 exactly
+    with atomic_open(path) as f:
+        f.write(f"{id_field}:token\tfeature:float_seq\n")
+        for ident, row in zip(ids, matrix):
+            f.write(ident + "\t" + " ".join(fmt % v for v in row) + "\n")
     if meta is not None:
         atomic_write_json(path + ".json", meta)
-
-
-def _publish(tmp, path):
-    """Give a finished temporary file normal permissions (mkstemp makes it 0600) and rename it."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    os.replace(tmp, path)
-
-
-def atomic_write_json(path, obj):
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-    _publish(tmp, path)
 
 
 def _cache_file(path, cache_dir):
@@ -277,11 +252,8 @@ def load_feature_file(path, cache_dir=None):
             return FeatureTable(path=path, id_field=str(z["id_field"]), ids=z["ids"], matrix=z["matrix"],
                                 meta=read_meta(path))
     table = read_feature_file(path)
-    os.makedirs(cache_dir, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=cache_dir)
-    with os.fdopen(fd, "wb") as f:
+    with atomic_open(cache, "wb", suffix=".npz") as f:
         np.savez(f, ids=table.ids, matrix=table.matrix, id_field=np.array(table.id_field))
-    os.replace(tmp, cache)
     return table
 
 

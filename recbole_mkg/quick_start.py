@@ -5,11 +5,9 @@ RecBole's pinned Ray does not install on today's stack), with the plugin's Confi
 """
 import logging
 import os
-import sys
 from logging import getLogger
 
 import torch.distributed as dist
-from recbole.data import create_dataset as recbole_create_dataset
 from recbole.data import data_preparation
 from recbole.utils import get_environment, init_logger, init_seed, set_color
 

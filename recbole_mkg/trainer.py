@@ -42,4 +42,4 @@ class MultiKG4RecTrainer(KGATTrainer):
         with torch.no_grad():
             self.model.update_attentive_A()
         return losses
-from recbole_mkg.trainer_pretrain import CrossGMMITrainer, MKGATTrainer  # noqa: E402,F401
+from recbole_mkg.trainer_pretrain import CrossGMMITrainer, MKGATTrainer  # noqa: E402,F401  (looked up by name)

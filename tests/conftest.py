@@ -65,3 +65,33 @@ def shared_dataset(name):
     if not os.path.isdir(path):
         pytest.skip(f"{path} not present (real data lives in ../shared/datasets)")
     return path
+
+
+def bpr_batch(model, n=8):
+    """A fixed random BPR batch (user, positive item, negative item) for a RecBole model."""
+    import torch
+    from recbole.data.interaction import Interaction
+
+    g = torch.Generator().manual_seed(0)
+    return Interaction({
+        model.USER_ID: torch.randint(1, model.n_users, (n,), generator=g),
+        model.ITEM_ID: torch.randint(1, model.n_items, (n,), generator=g),
+        model.NEG_ITEM_ID: torch.randint(1, model.n_items, (n,), generator=g),
+    })
+
+
+def assert_full_sort_matches_predict(model, users=(1, 5, 9)):
+    """``full_sort_predict`` must give the per-pair ``predict`` scores of every item (eval mode)."""
+    import torch
+    from recbole.data.interaction import Interaction
+
+    model.eval()
+    users = torch.tensor(users)
+    n = len(users)
+    with torch.no_grad():
+        full = model.full_sort_predict(Interaction({model.USER_ID: users})).view(n, model.n_items)
+        pairs = Interaction({model.USER_ID: users.repeat_interleave(model.n_items),
+                             model.ITEM_ID: torch.arange(model.n_items).repeat(n)})
+        per_pair = model.predict(pairs).view(n, model.n_items)
+    torch.testing.assert_close(full, per_pair, rtol=1e-5, atol=1e-5)
+    model.invalidate_cache()

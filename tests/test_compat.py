@@ -1,6 +1,5 @@
 """Each compatibility fix, with a test that fails without it."""
 import os
-import pickle
 import subprocess
 import sys
 

@@ -6,7 +6,6 @@ import pandas as pd
 import pytest
 import torch
 from recbole.data import data_preparation
-from recbole.data.interaction import Interaction
 from recbole.utils import init_seed
 
 from recbole_mkg.config import Config
@@ -15,7 +14,7 @@ from recbole_mkg.model.contrastive import DynamicNegativeSampler
 from recbole_mkg.model.knowledge_aware_recommender import CrossGMMI
 from recbole_mkg.trainer import CrossGMMITrainer
 from recbole_mkg.utils import get_model, get_trainer
-from tests.conftest import tiny_config
+from tests.conftest import assert_full_sort_matches_predict, bpr_batch, tiny_config
 
 FAST = dict(embedding_size=16, n_heads=2, gat_heads=2, n_modal_tokens=2, pretrain_epochs=1, pretrain_batch_size=64,
             pretrain_neg_samples=16, dns_candidates=8)
@@ -29,14 +28,6 @@ def build(root, **overrides):
     init_seed(config["seed"], config["reproducibility"])
     return CrossGMMI(config, train._dataset), config, (train, valid, test)
 
-
-def batch(model, n=8):
-    g = torch.Generator().manual_seed(0)
-    return Interaction({
-        model.USER_ID: torch.randint(1, model.n_users, (n,), generator=g),
-        model.ITEM_ID: torch.randint(1, model.n_items, (n,), generator=g),
-        model.NEG_ITEM_ID: torch.randint(1, model.n_items, (n,), generator=g),
-    })
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +72,7 @@ def test_gradients_reach_every_part(built):
     model, _, _ = built
     model.train()
     model.zero_grad()
-    model.calculate_loss(batch(model)).backward()
+    model.calculate_loss(bpr_batch(model)).backward()
     for name in ["user_embedding.weight", "entity_embedding.weight", "relation_embedding.weight",
                  "encoder.fusion.projection.text.weight", "encoder.fusion.projection.visual.weight",
                  "encoder.fusion.attention.text.in_proj_weight", "encoder.gat.layers.0.lin.weight",
@@ -92,15 +83,7 @@ def test_gradients_reach_every_part(built):
 
 def test_full_sort_equals_per_pair_predict(built):
     model, _, _ = built
-    model.eval()
-    users = torch.tensor([1, 5, 9])
-    with torch.no_grad():
-        full = model.full_sort_predict(Interaction({model.USER_ID: users})).view(3, model.n_items)
-        pairs = Interaction({model.USER_ID: users.repeat_interleave(model.n_items),
-                             model.ITEM_ID: torch.arange(model.n_items).repeat(3)})
-        per_pair = model.predict(pairs).view(3, model.n_items)
-    torch.testing.assert_close(full, per_pair, rtol=1e-5, atol=1e-5)
-    model.restore_user_e = model.restore_entity_e = None
+    assert_full_sort_matches_predict(model, (1, 5, 9))
 
 
 def _fused(model):
@@ -222,7 +205,7 @@ def test_pretrained_rows_are_matched_by_token_not_by_id(tiny_root, tmp_path, bui
 def test_bce_and_no_modalities(tiny_root):
     model, _, _ = build(tiny_root, rec_loss="bce", modalities=[])
     assert model.encoder.fusion is None
-    loss = model.calculate_loss(batch(model))
+    loss = model.calculate_loss(bpr_batch(model))
     assert torch.isfinite(loss)
 
 

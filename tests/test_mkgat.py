@@ -12,7 +12,7 @@ from recbole_mkg.model.knowledge_aware_recommender import MKGAT
 from recbole_mkg.model.knowledge_aware_recommender.mkgat import corrupt_tails
 from recbole_mkg.trainer import MKGATTrainer
 from recbole_mkg.utils import get_trainer
-from tests.conftest import tiny_config
+from tests.conftest import assert_full_sort_matches_predict, tiny_config
 
 
 def build(root, **overrides):
@@ -115,14 +115,7 @@ def test_corruption_small_types():
 
 def test_full_sort_equals_per_pair_predict(built):
     model, _, _ = built
-    model.eval()
-    users = torch.tensor([1, 4, 7])
-    with torch.no_grad():
-        full = model.full_sort_predict(Interaction({model.USER_ID: users})).view(3, model.n_items)
-        pairs = Interaction({model.USER_ID: users.repeat_interleave(model.n_items),
-                             model.ITEM_ID: torch.arange(model.n_items).repeat(3)})
-        torch.testing.assert_close(full, model.predict(pairs).view(3, model.n_items), rtol=1e-5, atol=1e-5)
-    model.restore_user_e = model.restore_entity_e = None
+    assert_full_sort_matches_predict(model, (1, 4, 7))
 
 
 @pytest.mark.parametrize("modalities", [[], ["text"], ["visual"]])

@@ -10,9 +10,8 @@ from recbole.utils import init_seed
 from recbole_mkg.config import Config
 from recbole_mkg.data import create_dataset
 from recbole_mkg.model.knowledge_aware_recommender import KGAT, MultiKG4Rec
-from recbole_mkg.model.layers import CollaborativeKG, knowledge_aware_attention
 from recbole_mkg.model.neighbour_sequences import bfs_sequences
-from tests.conftest import tiny_config
+from tests.conftest import assert_full_sort_matches_predict, bpr_batch, tiny_config
 
 
 def build(root, model="MultiKG4Rec", **overrides):
@@ -24,14 +23,6 @@ def build(root, model="MultiKG4Rec", **overrides):
     model_class = {"MultiKG4Rec": MultiKG4Rec, "KGAT": KGAT}[model]
     return model_class(config, train._dataset), train._dataset
 
-
-def batch(model, n=8):
-    g = torch.Generator().manual_seed(0)
-    return Interaction({
-        model.USER_ID: torch.randint(1, model.n_users, (n,), generator=g),
-        model.ITEM_ID: torch.randint(1, model.n_items, (n,), generator=g),
-        model.NEG_ITEM_ID: torch.randint(1, model.n_items, (n,), generator=g),
-    })
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +43,7 @@ def test_gradients_reach_every_part(model_and_data):
     model, _ = model_and_data
     model.train()
     model.zero_grad()
-    model.calculate_loss(batch(model)).backward()
+    model.calculate_loss(bpr_batch(model)).backward()
     for name in ["user_embedding.weight", "entity_embedding.weight", "modal_projection.visual.0.weight",
                  "modal_projection.text.0.weight", "transformer.layers.0.attention.visual.q.weight",
                  "transformer.layers.0.ffn.text.0.weight", "propagation.visual.aggregator_layers.0.W1.weight",
@@ -73,15 +64,8 @@ def test_gradients_reach_every_part(model_and_data):
 
 def test_full_sort_equals_per_pair_predict(model_and_data):
     model, _ = model_and_data
-    model.eval()
     model.update_attentive_A()
-    users = torch.tensor([1, 5, 9])
-    with torch.no_grad():
-        full = model.full_sort_predict(Interaction({model.USER_ID: users})).view(3, model.n_items)
-        items = torch.arange(model.n_items)
-        pairs = Interaction({model.USER_ID: users.repeat_interleave(model.n_items), model.ITEM_ID: items.repeat(3)})
-        per_pair = model.predict(pairs).view(3, model.n_items)
-    torch.testing.assert_close(full, per_pair, rtol=1e-5, atol=1e-5)
+    assert_full_sort_matches_predict(model, (1, 5, 9))
 
 
 def test_attention_is_a_softmax_over_each_heads_triples(model_and_data):
@@ -122,7 +106,7 @@ def test_without_modalities_multikg4rec_is_the_kgat_port(tiny_root):
     torch.testing.assert_close(mkg.attention_id, kgat.attention)
     for a, b in zip(mkg.forward(), kgat.forward()):
         torch.testing.assert_close(a, b)
-    b = batch(mkg)
+    b = bpr_batch(mkg)
     torch.testing.assert_close(mkg.calculate_loss(b), kgat.calculate_loss(b))
 
 
@@ -230,7 +214,7 @@ def test_joint_schedule_sums_bpr_and_transr(tiny_root):
     model, _ = build(tiny_root, kg_schedule="joint")
     config = Config(model="MultiKG4Rec", dataset="mkg-tiny", config_dict=tiny_config(tiny_root, kg_schedule="joint"))
     trainer = MultiKG4RecTrainer(config, model)
-    b = batch(model)
+    b = bpr_batch(model)
     b.update(Interaction({
         model.HEAD_ENTITY_ID: torch.tensor([1, 2]), model.RELATION_ID: torch.tensor([1, 2]),
         model.TAIL_ENTITY_ID: torch.tensor([4, 5]), model.NEG_TAIL_ENTITY_ID: torch.tensor([7, 8]),

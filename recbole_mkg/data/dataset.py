@@ -17,7 +17,6 @@ every model of a comparison trains and is tested on the same interactions and th
 """
 import os
 
-import numpy as np
 import torch
 from recbole.data.dataset import Dataset, KnowledgeBasedDataset
 from recbole.utils import set_color

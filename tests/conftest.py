@@ -95,3 +95,21 @@ def assert_full_sort_matches_predict(model, users=(1, 5, 9)):
         per_pair = model.predict(pairs).view(n, model.n_items)
     torch.testing.assert_close(full, per_pair, rtol=1e-5, atol=1e-5)
     model.invalidate_cache()
+
+
+def build_model(root, model, **overrides):
+    """Config, dataset, split and an initialised model on the tiny dataset, seeded as ``run_recbole_mkg``.
+
+    Returns ``(model, config, (train, valid, test))``."""
+    from recbole.data import data_preparation
+    from recbole.utils import init_seed
+
+    from recbole_mkg.config import Config
+    from recbole_mkg.data import create_dataset
+    from recbole_mkg.utils import get_model
+
+    config = Config(model=model, dataset="mkg-tiny", config_dict=tiny_config(root, **overrides))
+    init_seed(config["seed"], config["reproducibility"])
+    splits = data_preparation(config, create_dataset(config))
+    init_seed(config["seed"], config["reproducibility"])
+    return get_model(model)(config, splits[0]._dataset), config, splits

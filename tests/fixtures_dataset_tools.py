@@ -32,7 +32,6 @@ def _write(path, text, encoding="utf-8"):
 def write_movielens(root):
     p = {}
     raw = os.path.join(root, "raw")
-    rng = np.random.default_rng(0)
     lines = []
     t = 880000000
     for u in range(1, 9):

@@ -5,28 +5,19 @@ import os
 import pandas as pd
 import pytest
 import torch
-from recbole.data import data_preparation
-from recbole.utils import init_seed
 
-from recbole_mkg.config import Config
-from recbole_mkg.data import create_dataset
 from recbole_mkg.model.contrastive import DynamicNegativeSampler
 from recbole_mkg.model.knowledge_aware_recommender import CrossGMMI
 from recbole_mkg.trainer import CrossGMMITrainer
 from recbole_mkg.utils import get_model, get_trainer
-from tests.conftest import assert_full_sort_matches_predict, bpr_batch, tiny_config
+from tests.conftest import assert_full_sort_matches_predict, bpr_batch, build_model
 
 FAST = dict(embedding_size=16, n_heads=2, gat_heads=2, n_modal_tokens=2, pretrain_epochs=1, pretrain_batch_size=64,
             pretrain_neg_samples=16, dns_candidates=8)
 
 
 def build(root, **overrides):
-    config = Config(model="CrossGMMI", dataset="mkg-tiny", config_dict=tiny_config(root, **dict(FAST, **overrides)))
-    init_seed(config["seed"], config["reproducibility"])
-    dataset = create_dataset(config)
-    train, valid, test = data_preparation(config, dataset)
-    init_seed(config["seed"], config["reproducibility"])
-    return CrossGMMI(config, train._dataset), config, (train, valid, test)
+    return build_model(root, "CrossGMMI", **dict(FAST, **overrides))
 
 
 

@@ -2,26 +2,16 @@
 corruption, ablation switches, full-sort == per-pair, config errors."""
 import pytest
 import torch
-from recbole.data import data_preparation
 from recbole.data.interaction import Interaction
-from recbole.utils import init_seed
 
-from recbole_mkg.config import Config
-from recbole_mkg.data import create_dataset
-from recbole_mkg.model.knowledge_aware_recommender import MKGAT
 from recbole_mkg.model.knowledge_aware_recommender.mkgat import corrupt_tails
 from recbole_mkg.trainer import MKGATTrainer
 from recbole_mkg.utils import get_trainer
-from tests.conftest import assert_full_sort_matches_predict, tiny_config
+from tests.conftest import assert_full_sort_matches_predict, build_model
 
 
 def build(root, **overrides):
-    config = Config(model="MKGAT", dataset="mkg-tiny", config_dict=tiny_config(root, **overrides))
-    init_seed(config["seed"], config["reproducibility"])
-    dataset = create_dataset(config)
-    train, valid, test = data_preparation(config, dataset)
-    init_seed(config["seed"], config["reproducibility"])
-    return MKGAT(config, train._dataset), config, (train, valid, test)
+    return build_model(root, "MKGAT", **overrides)
 
 
 @pytest.fixture(scope="module")

@@ -3,25 +3,16 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
-from recbole.data import data_preparation
 from recbole.data.interaction import Interaction
-from recbole.utils import init_seed
 
 from recbole_mkg.config import Config
-from recbole_mkg.data import create_dataset
-from recbole_mkg.model.knowledge_aware_recommender import KGAT, MultiKG4Rec
 from recbole_mkg.model.neighbour_sequences import bfs_sequences
-from tests.conftest import assert_full_sort_matches_predict, bpr_batch, tiny_config
+from tests.conftest import assert_full_sort_matches_predict, bpr_batch, build_model, tiny_config
 
 
 def build(root, model="MultiKG4Rec", **overrides):
-    config = Config(model=model, dataset="mkg-tiny", config_dict=tiny_config(root, **overrides))
-    init_seed(config["seed"], config["reproducibility"])
-    dataset = create_dataset(config)
-    train, _, _ = data_preparation(config, dataset)
-    init_seed(config["seed"], config["reproducibility"])
-    model_class = {"MultiKG4Rec": MultiKG4Rec, "KGAT": KGAT}[model]
-    return model_class(config, train._dataset), train._dataset
+    model_obj, _, (train, _, _) = build_model(root, model, **overrides)
+    return model_obj, train._dataset
 
 
 

@@ -155,8 +155,8 @@ class KGFilteredDataset(Dataset):
         super()._data_filtering()
         link_path = os.path.join(self.dataset_path, f"{self.dataset_name}.link")
         kg_path = os.path.join(self.dataset_path, f"{self.dataset_name}.kg")
-        link = _read_atomic(link_path)
-        kg = _read_atomic(kg_path)
+        link = read_atomic_table(link_path)
+        kg = read_atomic_table(kg_path)
         head, tail = self.config["HEAD_ENTITY_ID_FIELD"], self.config["TAIL_ENTITY_ID_FIELD"]
         kg = kg[~kg[self.config["RELATION_ID_FIELD"]].isin(_relations_to_drop(self.config))]
         entities = set(kg[head].values) | set(kg[tail].values)
@@ -170,7 +170,7 @@ class KGFilteredDataset(Dataset):
         )
 
 
-def _read_atomic(path):
+def read_atomic_table(path):
     """Read an atomic file as strings, columns named without their ``:type``."""
     import pandas as pd
 

@@ -25,16 +25,11 @@ import torch.nn as nn
 from recbole.data.interaction import Interaction
 
 from recbole_mkg.data.features import align_features, load_feature_file
+from recbole_mkg.data.dataset import read_atomic_table
 from recbole_mkg.model.contrastive import alignment_metrics, info_nce
 from recbole_mkg.model.graph_encoder import MKGEncoder, kg_edges
 
 PAD = "[PAD]"
-
-
-def _read_table(path):
-    df = pd.read_csv(path, sep="\t", dtype=str, quoting=3, keep_default_na=False, engine="c")
-    df.columns = [c.split(":")[0] for c in df.columns]
-    return df
 
 
 class KGraph:
@@ -72,7 +67,7 @@ class KGraph:
     def from_kg_file(cls, path, name=None):
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{path}: KG file not found")
-        df = _read_table(path)
+        df = read_atomic_table(path)
         missing = {"head_id", "relation_id", "tail_id"} - set(df.columns)
         if missing:
             raise ValueError(f"{path}: KG file lacks columns {sorted(missing)} (header head_id:token ...)")
@@ -86,7 +81,7 @@ class KGraph:
         graph = cls.from_kg_file(os.path.join(folder, f"{name}.kg"), name=name)
         link_path = os.path.join(folder, f"{name}.link")
         if os.path.isfile(link_path):
-            link = _read_table(link_path)
+            link = read_atomic_table(link_path)
             known = link[link["entity_id"].isin(graph.token2id)]
             graph.item_entity = dict(zip(known["item_id"], known["entity_id"].map(graph.token2id)))
         for m in modalities:
@@ -243,7 +238,7 @@ def split_pairs(pairs, test_ratio, seed):
 
 def read_pairs(path, graph_a, graph_b):
     """Pair file (``entity_1:token  entity_2:token``) -> [P, 2] long ids in the two graphs."""
-    df = _read_table(path)
+    df = read_atomic_table(path)
     a = df.iloc[:, 0].map(graph_a.token2id)
     b = df.iloc[:, 1].map(graph_b.token2id)
     ok = a.notna() & b.notna()

@@ -108,30 +108,8 @@ class Config(RecBoleConfig):
             )
         cfg["device"] = torch.device("cpu")
         cfg["single_spec"] = False
-        _allow_cpu_ddp()
         if cfg["local_rank"] != 0:
             cfg["state"] = "error"
             cfg["show_progress"] = False
             cfg["verbose"] = False
 
-
-def _allow_cpu_ddp():
-    """RecBole's ``AbstractTrainer`` wraps the model in ``DistributedDataParallel(model,
-    device_ids=[local_rank])`` (after ``convert_sync_batchnorm``), which torch refuses for a CPU module;
-    on CPU the wrapper is built without ``device_ids`` (and without SyncBatchNorm, which is CUDA-only).
-    Installed once, from the gloo branch of ``_init_device``; CUDA runs keep RecBole's code."""
-    from recbole.trainer import trainer as recbole_trainer
-
-    original = recbole_trainer.AbstractTrainer.__init__
-    if getattr(original, "_mkg_cpu_ddp", False):
-        return
-
-    def __init__(self, config, model):
-        if config["single_spec"] or config["device"].type != "cpu":
-            return original(self, config, model)
-        self.config = config
-        self.model = model
-        self.distributed_model = torch.nn.parallel.DistributedDataParallel(model)
-
-    __init__._mkg_cpu_ddp = True
-    recbole_trainer.AbstractTrainer.__init__ = __init__

@@ -13,6 +13,8 @@ scipy_dok_update            LightGCN, NGCF, SpectralCF, GCMC, NCL, KGIN, MCCLK c
                             ``dok_matrix._update``, removed in SciPy 1.15+.
 torch_scatter_fallback      KGIN and MCCLK import ``torch_scatter`` (no wheels for current torch):
                             a stand-in built on PyG's pure-PyTorch scatter/softmax.
+cpu_ddp_wrapper             RecBole wraps every model as DDP(device_ids=[rank]), refused for CPU
+                            modules: multi-process training on CPU (gloo) builds it without.
 safe_checkpoints            RecBole pickles its ``Config`` into checkpoints, which ``torch.load``
                             refuses by default since torch 2.6 (``weights_only``); the plugin's
                             checkpoints store the config as plain data, written atomically.
@@ -26,7 +28,7 @@ pandas is held below 3 (``requirements.txt``): RecBole's data layer relies on pa
 places (``Series.agg(len)`` applied element-wise, chained ``fillna(inplace=True)``), which pandas 3's
 copy-on-write and ``agg`` changes break; patching them all would mean forking RecBole's dataset code.
 """
-from recbole_mkg.compat import numpy2_aliases, safe_checkpoints, scipy_dok_update, torch_scatter_fallback
+from recbole_mkg.compat import cpu_ddp_wrapper, numpy2_aliases, safe_checkpoints, scipy_dok_update, torch_scatter_fallback
 
 _APPLIED = False
 
@@ -40,4 +42,5 @@ def apply_all():
     scipy_dok_update.apply()
     safe_checkpoints.apply()
     torch_scatter_fallback.apply()
+    cpu_ddp_wrapper.apply()
     _APPLIED = True

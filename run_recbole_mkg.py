@@ -34,7 +34,8 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                      allow_abbrev=False)
     parser.add_argument("--model", "-m", type=str, default="MultiKG4Rec",
-                        help="model name (plugin or RecBole); a comma-separated list runs them side by side")
+                        help="model name (plugin or RecBole); a comma-separated list runs them side by side; "
+                             "Model@label is a named variant (give it a file with --model_configs)")
     parser.add_argument("--dataset", "-d", type=str, default="mkg-demo", help="dataset name")
     parser.add_argument("--config_files", type=str, default=None, help="config files, space separated")
     # side by side
@@ -47,6 +48,7 @@ def parse_args(argv=None):
                       help="extra config file per model: KGAT=kgat_best.yaml,BPR=bpr_best.yaml")
     side.add_argument("--split_seed", type=int, default=None, help="seed of the one saved split (default: first seed)")
     side.add_argument("--run_timeout", type=float, default=None, help="seconds per (model, seed) run")
+    side.add_argument("--jobs", type=int, default=1, help="(model, seed) runs at once (timings then share the machine)")
     # Ray Tune
     tune = parser.add_argument_group("Ray Tune sweep")
     tune.add_argument("--tune", type=str, default=None, help="search-space file (RecBole params syntax, YAML or JSON)")
@@ -115,7 +117,7 @@ def main(argv=None):
         return compare(models, args.dataset, seeds=seeds, config_file_list=config_files, config_dict=overrides,
                        results_dir=args.results_dir, epoch_caps=parse_epoch_caps(args.epochs_cap, models),
                        model_config_files=_model_configs(args.model_configs), split_seed=args.split_seed,
-                       timeout=args.run_timeout)
+                       timeout=args.run_timeout, jobs=args.jobs)
 
     from recbole_mkg.quick_start import run
 

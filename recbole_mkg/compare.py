@@ -34,7 +34,7 @@ import yaml
 
 from recbole_mkg.atomic_io import atomic_open, atomic_write_json, atomic_write_text
 
-__all__ = ["compare", "run_one", "prepare_split", "summarise", "parse_epoch_caps", "HEADLINE_METRICS"]
+__all__ = ["compare", "run_one", "model_of", "prepare_split", "summarise", "parse_epoch_caps", "HEADLINE_METRICS"]
 
 HEADLINE_METRICS = [f"{m}@{k}" for m in ("recall", "mrr", "ndcg", "hit") for k in (10, 20)]
 PROTOCOL_DIR = os.path.join(os.path.dirname(os.path.realpath(__file__)), "properties", "protocol")
@@ -45,6 +45,15 @@ SPLIT_PARTS = ("train", "valid", "test")
 
 def run_key(model, seed):
     return f"{model}__seed{seed}"
+
+
+def model_of(entry):
+    """``"MultiKG4Rec@text"`` -> ``"MultiKG4Rec"``: an entry ``Model@label`` is a named variant of a model
+    (its own row, its own ``--model_configs`` file); a plain name is itself."""
+    name, _, label = entry.partition("@")
+    if not name or (entry.count("@") and not label):
+        raise ValueError(f"model entry {entry!r}: write a model name, or Model@label for a variant")
+    return name
 
 
 def protocol_file(name):
@@ -191,8 +200,9 @@ def _write_filtered_kg_and_link(data, config, source, folder, dataset, parts):
 
 
 # ---- one run (in its own process) ------------------------------------------------------------------
-def run_one(model, dataset, seed, config_file_list=None, config_dict=None, out_dir=None, saved=True):
+def run_one(model, dataset, seed, config_file_list=None, config_dict=None, out_dir=None, saved=True, label=None):
     """Train and test one model with one seed; returns the result record (and writes it when ``out_dir``).
+    ``label`` (default: the model's name) names the row, e.g. ``MultiKG4Rec@text`` for a variant.
 
     The record holds the test and best validation results, timings (train seconds per epoch, seconds per
     validation, test seconds), peak RSS of this process, peak GPU memory, #parameters, epochs run and
@@ -246,7 +256,8 @@ def run_one(model, dataset, seed, config_file_list=None, config_dict=None, out_d
     final_config = to_plain(config.final_config_dict)
     record = {
         "status": "ok",
-        "model": config["model"],
+        "model": label or config["model"],
+        "model_class": config["model"],
         "dataset": config["dataset"],
         "seed": int(seed),
         "test_result": {k: float(v) for k, v in dict(test_result).items()},
@@ -269,7 +280,7 @@ def run_one(model, dataset, seed, config_file_list=None, config_dict=None, out_d
         "config": final_config,
     }
     if out_dir is not None:
-        key = run_key(config["model"], seed)
+        key = run_key(label or config["model"], seed)
         atomic_write_text(os.path.join(out_dir, "configs", f"{key}.yaml"),
                           yaml.safe_dump(final_config, sort_keys=True, allow_unicode=True))
         atomic_write_json(os.path.join(out_dir, "runs", f"{key}.json"), record)
@@ -285,8 +296,9 @@ def _worker(spec_path):
     key = run_key(spec["model"], spec["seed"])
     failed = os.path.join(spec["out_dir"], "runs", f"{key}.failed.json")
     try:
-        run_one(spec["model"], spec["dataset"], spec["seed"], spec.get("config_file_list"),
-                spec.get("config_dict"), out_dir=spec["out_dir"], saved=spec.get("saved", True))
+        run_one(model_of(spec["model"]), spec["dataset"], spec["seed"], spec.get("config_file_list"),
+                spec.get("config_dict"), out_dir=spec["out_dir"], saved=spec.get("saved", True),
+                label=spec["model"])
     except BaseException as err:  # recorded, then the parent goes on with the next run
         atomic_write_json(failed, {"status": "failed", "model": spec["model"], "seed": spec["seed"],
                                    "error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()})
@@ -299,7 +311,7 @@ def _worker(spec_path):
 # ---- the side-by-side runner -----------------------------------------------------------------------
 def compare(models, dataset, seeds=(2020,), config_file_list=None, config_dict=None, results_dir=None,
             epoch_caps=None, model_config_files=None, split_seed=None, timeout=None, saved=True,
-            python=sys.executable, log=print):
+            python=sys.executable, jobs=1, log=print):
     """Run every (model, seed) in its own process on one saved split; write the tables and chart.
 
     Args:
@@ -313,6 +325,8 @@ def compare(models, dataset, seeds=(2020,), config_file_list=None, config_dict=N
         model_config_files (dict): model -> list of extra config files (e.g. its tuned best config).
         split_seed (int): seed of the one random split (default: the first seed).
         timeout (float): seconds per run; a run over it is recorded as failed.
+        jobs (int): (model, seed) processes run at once (e.g. several small models sharing one GPU);
+            each still measures its own peak memory, but timings then share the machine.
 
     Returns:
         dict: ``{"rows": [...], "records": [...], "markdown": path, "csv": path, "chart": path or None}``.
@@ -337,10 +351,12 @@ def compare(models, dataset, seeds=(2020,), config_file_list=None, config_dict=N
         log("[compare] epoch caps: " + ", ".join(f"{m}: {epoch_caps.get(m, '-')}" for m in models))
 
     for model in models:
+        model_of(model)  # a malformed entry fails before any run starts
+    todo = []
+    for model in models:
         for seed in seeds:
             key = run_key(model, seed)
-            out = os.path.join(results_dir, "runs", f"{key}.json")
-            if os.path.isfile(out):
+            if os.path.isfile(os.path.join(results_dir, "runs", f"{key}.json")):
                 log(f"[compare] {key}: result exists, skipped")
                 continue
             run_dict = dict(shared)
@@ -349,29 +365,41 @@ def compare(models, dataset, seeds=(2020,), config_file_list=None, config_dict=N
                 run_dict["epochs"] = int(epoch_caps[model])
             extra = model_config_files.get(model) or []
             extra = [extra] if isinstance(extra, str) else list(extra)
-            spec = {"model": model, "dataset": dataset, "seed": seed, "out_dir": results_dir, "saved": saved,
-                    "config_file_list": config_file_list + [os.path.abspath(p) for p in extra],
-                    "config_dict": run_dict}
-            spec_path = os.path.join(results_dir, "runs", f".{key}.spec.json")
-            atomic_write_json(spec_path, spec)
-            log(f"[compare] {key}: running (epochs cap {run_dict.get('epochs', 'config')})")
-            start = time.time()
-            try:
-                proc = subprocess.run([python, "-m", "recbole_mkg.compare", "--worker", spec_path],
-                                      capture_output=True, text=True, timeout=timeout)
-                code, tail = proc.returncode, (proc.stderr or "")[-2000:]
-            except subprocess.TimeoutExpired:
-                code, tail = -1, f"timed out after {timeout} s"
-                atomic_write_json(os.path.join(results_dir, "runs", f"{key}.failed.json"),
-                                  {"status": "failed", "model": model, "seed": seed, "error": tail})
-            if code == 0 and os.path.isfile(out):
-                log(f"[compare] {key}: done in {time.time() - start:.1f} s")
-            else:
-                if not os.path.isfile(os.path.join(results_dir, "runs", f"{key}.failed.json")):
-                    atomic_write_json(os.path.join(results_dir, "runs", f"{key}.failed.json"),
-                                      {"status": "failed", "model": model, "seed": seed,
-                                       "error": f"exit code {code}", "traceback": tail})
-                log(f"[compare] {key}: FAILED (exit {code}); see runs/{key}.failed.json\n{tail[-600:]}")
+            todo.append({"model": model, "dataset": dataset, "seed": seed, "out_dir": results_dir, "saved": saved,
+                         "config_file_list": config_file_list + [os.path.abspath(p) for p in extra],
+                         "config_dict": run_dict})
+
+    def launch(spec):
+        key = run_key(spec["model"], spec["seed"])
+        out = os.path.join(results_dir, "runs", f"{key}.json")
+        failed = os.path.join(results_dir, "runs", f"{key}.failed.json")
+        spec_path = os.path.join(results_dir, "runs", f".{key}.spec.json")
+        atomic_write_json(spec_path, spec)
+        log(f"[compare] {key}: running (epochs cap {spec['config_dict'].get('epochs', 'config')})")
+        start = time.time()
+        try:
+            proc = subprocess.run([python, "-m", "recbole_mkg.compare", "--worker", spec_path],
+                                  capture_output=True, text=True, timeout=timeout)
+            code, tail = proc.returncode, (proc.stderr or "")[-2000:]
+        except subprocess.TimeoutExpired:
+            code, tail = -1, f"timed out after {timeout} s"
+            atomic_write_json(failed, {"status": "failed", "model": spec["model"], "seed": spec["seed"], "error": tail})
+        if code == 0 and os.path.isfile(out):
+            log(f"[compare] {key}: done in {time.time() - start:.1f} s")
+        else:
+            if not os.path.isfile(failed):
+                atomic_write_json(failed, {"status": "failed", "model": spec["model"], "seed": spec["seed"],
+                                           "error": f"exit code {code}", "traceback": tail})
+            log(f"[compare] {key}: FAILED (exit {code}); see runs/{key}.failed.json\n{tail[-600:]}")
+
+    if int(jobs) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=int(jobs)) as pool:
+            list(pool.map(launch, todo))
+    else:
+        for spec in todo:
+            launch(spec)
     return summarise(results_dir, models, seeds, epoch_caps, log=log)
 
 

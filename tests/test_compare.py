@@ -112,3 +112,21 @@ def test_cli_flags_are_never_abbreviated():
     # --seed is RecBole's config key; it must not be taken for --seeds (nor --port for --port_xxx, ...)
     args, _, overrides = run_recbole_mkg.parse_args(["--model=BPR", "--seed=7", "--epoch=3"])
     assert args.seeds is None and overrides == {"seed": "7", "epoch": "3"}
+
+
+def test_named_variants_run_in_parallel_with_their_own_configs(tiny_root, tmp_path):
+    text_only = tmp_path / "text_only.yaml"
+    text_only.write_text("modalities: [text]\n")
+    result = compare(["MultiKG4Rec", "MultiKG4Rec@text"], "mkg-tiny", seeds=[2020],
+                     config_file_list=[protocol_file("paper")], config_dict=_shared(tiny_root, epochs=1),
+                     results_dir=str(tmp_path / "out"), model_config_files={"MultiKG4Rec@text": [str(text_only)]},
+                     jobs=2, log=lambda line: None)
+    by_label = {r["model"]: r for r in result["records"]}
+    assert set(by_label) == {"MultiKG4Rec", "MultiKG4Rec@text"}
+    assert by_label["MultiKG4Rec@text"]["model_class"] == "MultiKG4Rec"
+    assert by_label["MultiKG4Rec@text"]["config"]["modalities"] == ["text"]
+    assert by_label["MultiKG4Rec"]["config"]["modalities"] == ["visual", "text"]
+    assert by_label["MultiKG4Rec@text"]["n_params"] < by_label["MultiKG4Rec"]["n_params"]
+    assert [r["model"] for r in result["rows"]] == ["MultiKG4Rec", "MultiKG4Rec@text"]
+    with pytest.raises(ValueError, match="Model@label"):
+        compare(["MultiKG4Rec@"], "mkg-tiny", config_dict=_shared(tiny_root), results_dir=str(tmp_path / "bad"))

@@ -188,6 +188,60 @@ def test_invalid_config_values(tiny_root):
         build(tiny_root, neighbour_seq_len=0)
     with pytest.raises(ValueError, match="aggregator_type"):
         build(tiny_root, aggregator_type="max")
+    for bad in (0, 1.5, "half", True):
+        with pytest.raises(ValueError, match="fusion_sample_ratio"):
+            build(tiny_root, fusion_sample_ratio=bad)
+
+
+def test_transformer_first_only_equals_position_zero_of_full_run(tiny_root):
+    model, _ = build(tiny_root, n_transformer_layers=2)
+    model.eval()
+    with torch.no_grad():
+        inputs = model.view_inputs()
+        seqs = {m: inputs[m][model.item_sequences] for m in model.modalities}
+        full = model.transformer(seqs, model.item_padding)
+        first = model.transformer(seqs, model.item_padding, first_only=True)
+    for m in model.modalities:
+        assert first[m].shape == (model.n_items, 16)
+        torch.testing.assert_close(first[m], full[m][:, 0])
+
+
+def test_fusion_sample_ratio_recomputes_a_fraction_and_caches_the_rest(tiny_root):
+    faithful, _ = build(tiny_root)
+    fast, _ = build(tiny_root, fusion_sample_ratio=0.25)
+    fast.load_state_dict(faithful.state_dict())
+    assert not any(k.startswith("fused_cache") for k in fast.state_dict())  # the cache is not saved
+    # evaluation always runs the full transformer: identical to the faithful model
+    for m in (faithful, fast):
+        m.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(faithful.forward()[1], fast.forward()[1])
+        cached = {m: getattr(fast, f"fused_cache_{m}").clone() for m in fast.modalities}
+    torch.testing.assert_close(cached["text"], _fused(faithful)["text"][faithful.n_users:][:faithful.n_items])
+    # a training forward recomputes round(0.25 * n_items) rows with gradient, the rest come from the cache
+    fast.train()
+    fast.hidden_dropout = 0.0
+    for layer in fast.transformer.modules():
+        if isinstance(layer, torch.nn.Dropout):
+            layer.p = 0.0
+    for layer in fast.propagation.modules():
+        if isinstance(layer, torch.nn.Dropout):
+            layer.p = 0.0
+    fused = fast.fused_items(fast.view_inputs())
+    k = round(0.25 * fast.n_items)
+    ffn = fast.transformer.layers[0].ffn["text"][0].weight  # applied to every computed query row
+    probe = torch.randn(16, generator=torch.Generator().manual_seed(0))  # (a plain sum of a LayerNorm output has no gradient)
+    rows_with_grad = torch.zeros(fast.n_items, dtype=torch.bool)
+    for i in range(fast.n_items):  # test-only loop: which rows depend on the transformer
+        g = torch.autograd.grad((fused["text"][i] * probe).sum(), ffn, retain_graph=True, allow_unused=True)[0]
+        rows_with_grad[i] = g is not None and g.abs().sum() > 0
+    assert int(rows_with_grad.sum()) == k
+    torch.testing.assert_close(fused["text"][~rows_with_grad], cached["text"][~rows_with_grad])
+    # the fresh rows replaced their cache entries
+    torch.testing.assert_close(fast.fused_cache_text[rows_with_grad], fused["text"][rows_with_grad].detach())
+    loss = fast.calculate_loss(bpr_batch(fast))
+    loss.backward()
+    assert torch.isfinite(loss)
 
 
 @pytest.mark.parametrize("schedule", ["alternating", "joint"])

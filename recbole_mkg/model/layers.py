@@ -175,7 +175,10 @@ class CrossModalTransformerLayer(nn.Module):
         self.norm2 = nn.ModuleDict({m: nn.LayerNorm(d_model) for m in modalities})
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, xs, bias_own, bias_both):
+    def forward(self, xs, bias_own, bias_both, first_only=False):
+        """xs: modality -> [B, L, d]. Returns modality -> [B, L, d], or [B, 1, d] with ``first_only``:
+        only position 0's queries (keys and values still span the whole sequence), which is all the
+        last block must compute when only the item's own output is read."""
         kvs = {m: self.attention[m].keys_values(xs[m]) for m in self.modalities}
         both = None
         if self.cross_to:  # [K^v ; K^t], [V^v ; V^t]: built once, shared by both query modalities
@@ -184,8 +187,9 @@ class CrossModalTransformerLayer(nn.Module):
         out = {}
         for m in self.modalities:  # loop over the (at most two) modalities
             cross = m in self.cross_to
-            h = self.attention[m](xs[m], both if cross else kvs[m], bias_both if cross else bias_own)
-            h = self.norm1[m](xs[m] + self.dropout(h))
+            x = xs[m][:, :1] if first_only else xs[m]
+            h = self.attention[m](x, both if cross else kvs[m], bias_both if cross else bias_own)
+            h = self.norm1[m](x + self.dropout(h))
             out[m] = self.norm2[m](h + self.dropout(self.ffn[m](h)))
         return out
 
@@ -217,12 +221,15 @@ class CrossModalTransformer(nn.Module):
             for _ in range(n_layers)
         )
 
-    def forward(self, xs, key_padding):
-        """xs: modality -> [B, L, d]; key_padding [B, L] bool, True at padding. Returns modality -> [B, L, d]."""
+    def forward(self, xs, key_padding, first_only=False):
+        """xs: modality -> [B, L, d]; key_padding [B, L] bool, True at padding. Returns modality -> [B, L, d],
+        or with ``first_only`` the sequence heads' outputs [B, d] alone: the last block then computes only
+        position 0's queries and FFN (the same values, about a third less work with 3 blocks)."""
         x = next(iter(xs.values()))
         bias_own = torch.zeros(key_padding.shape, dtype=x.dtype, device=x.device)
         bias_own = bias_own.masked_fill(key_padding, float("-inf"))[:, None, None, :]
         bias_both = torch.cat([bias_own, bias_own], dim=-1)
-        for layer in self.layers:
-            xs = layer(xs, bias_own, bias_both)
-        return xs
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            xs = layer(xs, bias_own, bias_both, first_only=first_only and i == last)
+        return {m: x[:, 0] for m, x in xs.items()} if first_only else xs

@@ -34,6 +34,9 @@ Choices where the paper is vague (also in docs/models.md):
 * **Attention.** As in KGAT, pi(h,r,t) is recomputed once per epoch without gradient from each view's
   pre-fusion embeddings x^m and the TransR parameters (W_r, e_r), which are shared by the views; TransR
   is trained on every view's x^m.
+* **Speed.** The last transformer block computes only position 0 (the item itself), the one output
+  read (exact). ``fusion_sample_ratio`` < 1 is an option beyond the paper: each training batch
+  recomputes the transformer for that fraction of items and reuses cached outputs for the rest.
 * **Training.** KGAT's alternating schedule (a BPR pass, a TransR pass, the attention update per epoch;
   :class:`recbole_mkg.trainer.MultiKG4RecTrainer`): the paper sums the losses (Eq. 13) but gives no
   schedule, and alternating is what its KGAT-derived propagation was designed with.
@@ -116,6 +119,17 @@ class MultiKG4Rec(FullGraphKGRecommender):
                 _check_positive_int(config, "n_heads"), _check_positive_int(config, "inner_size"),
                 config["hidden_dropout"], config["attn_dropout"], direction,
             )
+        ratio = config["fusion_sample_ratio"]
+        ratio = 1.0 if ratio is None else ratio
+        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0.0 < ratio <= 1.0:
+            raise ValueError(f"config 'fusion_sample_ratio' must be a number in (0, 1] (1 = the paper's "
+                             f"model), got {ratio!r}")
+        self.fusion_sample_ratio = float(ratio) if self.transformer is not None else 1.0
+        if self.fusion_sample_ratio < 1.0:
+            for m in self.modalities:
+                self.register_buffer(f"fused_cache_{m}", torch.zeros(self.n_items, self.embedding_size),
+                                     persistent=False)
+        self._fused_cache_valid = False
 
         # ---- information propagation module ----
         self.ckg = CollaborativeKG(dataset)
@@ -154,12 +168,49 @@ class MultiKG4Rec(FullGraphKGRecommender):
         """Replace each item's row by its transformer output over its BFS sequence (Eq. 3-7)."""
         if self.transformer is None:
             return inputs
-        sequences = {m: inputs[m][self.item_sequences] for m in self.modalities}  # [n_items, N, d]
-        fused = self.transformer(sequences, self.item_padding)
+        fused = self.fused_items(inputs)  # modality -> [n_items, d]
         start, end = self.n_users, self.n_users + self.n_items
-        return {
-            m: torch.cat([inputs[m][:start], fused[m][:, 0], inputs[m][end:]], dim=0) for m in self.modalities
-        }
+        return {m: torch.cat([inputs[m][:start], fused[m], inputs[m][end:]], dim=0) for m in self.modalities}
+
+    def _transformer_on(self, inputs, items=None):
+        """Transformer outputs at position 0 of the BFS sequences of ``items`` [k] (all when None) -> [k, d]."""
+        sequences = self.item_sequences if items is None else self.item_sequences[items]
+        padding = self.item_padding if items is None else self.item_padding[items]
+        return self.transformer({m: inputs[m][sequences] for m in self.modalities}, padding, first_only=True)
+
+    def fused_items(self, inputs):
+        """modality -> [n_items, d] fused item representations.
+
+        Faithful (``fusion_sample_ratio: 1.0``): the transformer runs over every item's sequence. Below 1
+        (a speed option beyond the paper) a training forward recomputes, with gradient, only a random
+        ``ratio * n_items`` items and takes the others from a cache of their latest outputs (detached
+        "historical embeddings", as in GNNAutoScale); evaluation always recomputes every item and
+        refreshes the cache."""
+        ratio = self.fusion_sample_ratio
+        if ratio >= 1.0 or not self.training:
+            fused = self._transformer_on(inputs)
+            if ratio < 1.0:
+                self._store_fused(None, fused)
+            return fused
+        if not self._fused_cache_valid:
+            with torch.no_grad():
+                self._store_fused(None, self._transformer_on(inputs))
+        k = max(1, int(round(ratio * self.n_items)))
+        items = torch.randperm(self.n_items, device=self.item_sequences.device)[:k]
+        fresh = self._transformer_on(inputs, items)
+        fused = {m: getattr(self, f"fused_cache_{m}").index_put((items,), fresh[m]) for m in self.modalities}
+        self._store_fused(items, fresh)
+        return fused
+
+    @torch.no_grad()
+    def _store_fused(self, items, fused):
+        for m in self.modalities:
+            cache = getattr(self, f"fused_cache_{m}")
+            if items is None:
+                cache.copy_(fused[m])
+            else:
+                cache[items] = fused[m].detach()
+        self._fused_cache_valid = True
 
     # ---- graph ------------------------------------------------------------------------------------
     def adjacency(self, view):
@@ -184,6 +235,7 @@ class MultiKG4Rec(FullGraphKGRecommender):
     def load_state_dict(self, state_dict, strict=True):
         result = super().load_state_dict(state_dict, strict)
         self._adjacency = {}
+        self._fused_cache_valid = False
         return result
 
     # ---- forward / losses (BPR, predict, full_sort_predict: FullGraphKGRecommender) ----------------

@@ -192,6 +192,38 @@ def test_drop_relations_for_kg_and_general_models(fresh_tiny):
     assert only_items.inter_num == 0 or only_items.inter_num < full.inter_num
 
 
+def test_permute_tails_keeps_each_relations_tails_and_breaks_the_links():
+    from recbole_mkg.data.dataset import permute_tails_within_relations
+
+    rng = np.random.default_rng(1)
+    relations = rng.integers(0, 4, 500)
+    tails = rng.integers(0, 60, 500)
+    out = permute_tails_within_relations(relations, tails, seed=3)
+    for r in range(4):
+        assert sorted(out[relations == r]) == sorted(tails[relations == r])
+    assert (out != tails).mean() > 0.8
+    np.testing.assert_array_equal(out, permute_tails_within_relations(relations, tails, seed=3))
+    assert not np.array_equal(out, permute_tails_within_relations(relations, tails, seed=4))
+
+
+def test_kg_permute_tails_config_permutes_the_loaded_kg(fresh_tiny):
+    def triples(**overrides):
+        config = Config(model="KGAT", dataset="mkg-tiny", config_dict=tiny_config(fresh_tiny, **overrides))
+        ds = create_dataset(config)
+        tokens = ds.field2id_token
+        kg = ds.kg_feat
+        return sorted(zip(tokens[ds.head_entity_field][np.asarray(kg[ds.head_entity_field])],
+                          tokens[ds.relation_field][np.asarray(kg[ds.relation_field])],
+                          tokens[ds.tail_entity_field][np.asarray(kg[ds.tail_entity_field])])), ds.inter_num
+
+    original, n_inter = triples()
+    permuted, n_inter_permuted = triples(kg_permute_tails=True)
+    assert n_inter_permuted == n_inter and len(permuted) == len(original)
+    assert sorted((h, r) for h, r, _ in permuted) == sorted((h, r) for h, r, _ in original)
+    assert sorted((r, t) for _, r, t in permuted) == sorted((r, t) for _, r, t in original)
+    assert len(set(permuted) & set(original)) < 0.5 * len(original)
+
+
 def test_numeric_looking_ids_stay_tokens(tmp_path):
     path = str(tmp_path / "n.feat")
     write_feature_file(path, ["007", "1e5", "nan"], np.eye(3))

@@ -17,6 +17,7 @@ every model of a comparison trains and is tested on the same interactions and th
 """
 import os
 
+import numpy as np
 import torch
 from recbole.data.dataset import Dataset, KnowledgeBasedDataset
 from recbole.utils import set_color
@@ -52,13 +53,39 @@ def _relations_to_drop(config):
     return list(drop)
 
 
+def permute_tails_within_relations(relations, tails, seed):
+    """The KG4RecEval control: tails shuffled among the triples of the same relation. Heads, relations,
+    each relation's multiset of tails and every entity's degree as a tail are kept; which head links to
+    which tail becomes random. relations, tails: arrays [T] -> permuted tails [T]."""
+    relations, tails = np.asarray(relations), np.asarray(tails)
+    rng = np.random.default_rng(seed)
+    grouped = np.argsort(relations, kind="stable")  # positions, grouped by relation
+    shuffled = np.lexsort((rng.random(len(relations)), relations))  # same groups, random order inside
+    out = tails.copy()
+    out[grouped] = tails[shuffled]
+    return out
+
+
 class KGDataset(KnowledgeBasedDataset):
-    """RecBole's ``KnowledgeBasedDataset`` plus ``drop_relations``: KG triples of the listed relations
-    (tokens as in the ``.kg`` file, e.g. DBpedia's generic ``dbo:wikiPageWikiLink``) are removed before
-    RecBole's own filtering, so the entities they alone reached and the items linked only through them
-    disappear too. Used for every knowledge-aware model, the plugin's and RecBole's."""
+    """RecBole's ``KnowledgeBasedDataset`` plus two KG edits made before RecBole's own filtering:
+
+    * ``drop_relations``: KG triples of the listed relations (tokens as in the ``.kg`` file, e.g.
+      DBpedia's generic ``dbo:wikiPageWikiLink``) are removed, so the entities they alone reached and the
+      items linked only through them disappear too;
+    * ``kg_permute_tails`` (a control, default off): tails permuted within each relation
+      (:func:`permute_tails_within_relations`, seeded by ``kg_permute_seed``), the "does the KG really
+      matter" check of KG4RecEval: a model whose accuracy does not drop does not use the KG's facts.
+
+    Used for every knowledge-aware model, the plugin's and RecBole's."""
 
     def _data_filtering(self):
+        if self.config["kg_permute_tails"]:
+            seed = self.config["kg_permute_seed"]
+            self.kg_feat[self.tail_entity_field] = permute_tails_within_relations(
+                self.kg_feat[self.relation_field].to_numpy(), self.kg_feat[self.tail_entity_field].to_numpy(),
+                0 if seed is None else int(seed))
+            self.logger.info(set_color("kg_permute_tails", "blue") + ": KG tails permuted within each relation "
+                             "(control run: the KG's facts are destroyed)")
         drop = _relations_to_drop(self.config)
         if drop:
             relations = self.kg_feat[self.relation_field]

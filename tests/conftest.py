@@ -38,7 +38,7 @@ def tiny_config(data_root, **overrides):
         "inner_size": 16,
         "neighbour_seq_len": 6,
         "n_transformer_layers": 1,
-        "use_gpu": False,
+        "use_gpu": os.environ.get("MKG_TEST_GPU") == "1",  # MKG_TEST_GPU=1 runs the suite on CUDA
         "log_wandb": False,
     }
     config.update(overrides)

@@ -83,6 +83,26 @@ def test_kgat_initial_adjacency_matches_recbole_formula(tiny_root):
     np.testing.assert_allclose(model.A_in.to_dense().numpy(), expected.toarray(), rtol=1e-6)
 
 
+def test_propagation_matrix_product_and_gradient_match_the_sparse_reference():
+    from recbole_mkg.model.layers import PropagationMatrix
+
+    g = torch.Generator().manual_seed(0)
+    n, e = 50, 300
+    index = torch.randint(0, n, (2, e), generator=g)
+    values = torch.rand(e, generator=g)
+    coo = torch.sparse_coo_tensor(index, values, (n, n)).coalesce()
+    matrix = PropagationMatrix(coo)
+    x = torch.randn(n, 7, generator=g, requires_grad=True)
+    weights = torch.randn(n, 7, generator=g)
+    (matrix @ x * weights).sum().backward()
+    grad = x.grad.clone()
+    x.grad = None
+    (torch.sparse.mm(coo, x) * weights).sum().backward()
+    torch.testing.assert_close(grad, x.grad)
+    torch.testing.assert_close(matrix @ x.detach(), coo.to_dense() @ x.detach())
+    torch.testing.assert_close(matrix.to_dense(), coo.to_dense())
+
+
 def test_without_modalities_multikg4rec_is_the_kgat_port(tiny_root):
     # the paper's "w/o t&v" row: the propagation reduces to KGAT
     mkg, _ = build(tiny_root, modalities=[])

@@ -9,6 +9,8 @@
 * :class:`CrossModalTransformer` - text and visual transformer blocks whose queries attend to the
   concatenated keys/values of both modalities (Multi-KG4Rec Eq. 4-7).
 """
+import warnings
+
 import numpy as np
 import torch
 import torch.nn as nn
@@ -51,9 +53,50 @@ class CollaborativeKG(nn.Module):
         return int(self.head.numel())
 
     def adjacency(self, values):
-        """Sparse COO [n_nodes, n_nodes] matrix with A[h, t] = values, on the values' device."""
+        """:class:`PropagationMatrix` [n_nodes, n_nodes] with A[h, t] = values, on the values' device."""
         index = torch.stack([self.head, self.tail])
-        return torch.sparse_coo_tensor(index, values, (self.n_nodes, self.n_nodes), check_invariants=False).coalesce()
+        coo = torch.sparse_coo_tensor(index, values.detach(), (self.n_nodes, self.n_nodes), check_invariants=False)
+        return PropagationMatrix(coo)
+
+
+class _FixedSparseMatmul(torch.autograd.Function):
+    """y = A x for a constant sparse A; the backward uses the stored CSR of A^T (no transposition per step)."""
+
+    @staticmethod
+    def forward(ctx, matrix, matrix_t, x):
+        ctx.matrix_t = matrix_t
+        return matrix @ x
+
+    @staticmethod
+    def backward(ctx, grad):
+        return None, None, ctx.matrix_t @ grad
+
+
+class PropagationMatrix:
+    """A constant (no-gradient) sparse propagation matrix A [n, n], e.g. the attentive CKG adjacency,
+    kept in CSR form together with the CSR of its transpose, built once per attention update.
+
+    ``A @ x`` ([n, d] dense, with gradient to x) then costs one CSR product forward and one backward:
+    measured on 2 CPU cores with ml-1m's 1.5M edges and d = 64, 0.02 s per forward + backward against
+    0.17 s for ``torch.sparse.mm`` on a COO matrix (which transposes and converts in every backward)."""
+
+    def __init__(self, coo):
+        coo = coo.coalesce()
+        self.shape = tuple(coo.shape)
+        with warnings.catch_warnings():  # "sparse CSR support is in beta": it is what we measured and test
+            warnings.simplefilter("ignore", UserWarning)
+            self.csr = coo.to_sparse_csr()
+            self.csr_t = coo.t().coalesce().to_sparse_csr()
+
+    @property
+    def device(self):
+        return self.csr.device
+
+    def __matmul__(self, x):
+        return _FixedSparseMatmul.apply(self.csr, self.csr_t, x)
+
+    def to_dense(self):
+        return self.csr.to_dense()
 
 
 def knowledge_aware_attention(ckg, node_embedding, relation_embedding, trans_w):
@@ -97,7 +140,7 @@ class Aggregator(nn.Module):
         self.message_dropout = nn.Dropout(dropout)
 
     def forward(self, adjacency, ego):
-        side = torch.sparse.mm(adjacency, ego)  # e_Nh = sum_t pi(h,r,t) e_t
+        side = adjacency @ ego  # e_Nh = sum_t pi(h,r,t) e_t  (PropagationMatrix or torch sparse)
         if self.aggregator_type == "gcn":
             out = self.activation(self.W(ego + side))
         elif self.aggregator_type == "graphsage":
@@ -149,13 +192,13 @@ class CrossModalAttention(nn.Module):
         k, v = self.kv(x).chunk(2, dim=-1)
         return self.split_heads(k), self.split_heads(v)
 
-    def forward(self, x, kv, attn_bias):
+    def forward(self, x, kv, keep):
         """x [B, L, d] queries of this modality; kv: (K, V) [B, h, L_kv, d_head], its own keys/values or
-        the concatenation of both modalities'; attn_bias [B, 1, 1, L_kv] float, -inf at padding.
+        the concatenation of both modalities'; keep [B, 1, 1, L_kv] bool, False at padding.
         Returns [B, L, d]."""
         q = self.split_heads(self.q(x))
         dropout = self.dropout if self.training else 0.0
-        out = F.scaled_dot_product_attention(q, kv[0], kv[1], attn_mask=attn_bias, dropout_p=dropout)
+        out = F.scaled_dot_product_attention(q, kv[0], kv[1], attn_mask=keep, dropout_p=dropout)
         return self.out(out.transpose(1, 2).reshape(x.shape))
 
 
@@ -175,7 +218,7 @@ class CrossModalTransformerLayer(nn.Module):
         self.norm2 = nn.ModuleDict({m: nn.LayerNorm(d_model) for m in modalities})
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, xs, bias_own, bias_both, first_only=False):
+    def forward(self, xs, keep_own, keep_both, first_only=False):
         """xs: modality -> [B, L, d]. Returns modality -> [B, L, d], or [B, 1, d] with ``first_only``:
         only position 0's queries (keys and values still span the whole sequence), which is all the
         last block must compute when only the item's own output is read."""
@@ -188,7 +231,7 @@ class CrossModalTransformerLayer(nn.Module):
         for m in self.modalities:  # loop over the (at most two) modalities
             cross = m in self.cross_to
             x = xs[m][:, :1] if first_only else xs[m]
-            h = self.attention[m](x, both if cross else kvs[m], bias_both if cross else bias_own)
+            h = self.attention[m](x, both if cross else kvs[m], keep_both if cross else keep_own)
             h = self.norm1[m](x + self.dropout(h))
             out[m] = self.norm2[m](h + self.dropout(self.ffn[m](h)))
         return out
@@ -225,11 +268,11 @@ class CrossModalTransformer(nn.Module):
         """xs: modality -> [B, L, d]; key_padding [B, L] bool, True at padding. Returns modality -> [B, L, d],
         or with ``first_only`` the sequence heads' outputs [B, d] alone: the last block then computes only
         position 0's queries and FFN (the same values, about a third less work with 3 blocks)."""
-        x = next(iter(xs.values()))
-        bias_own = torch.zeros(key_padding.shape, dtype=x.dtype, device=x.device)
-        bias_own = bias_own.masked_fill(key_padding, float("-inf"))[:, None, None, :]
-        bias_both = torch.cat([bias_own, bias_own], dim=-1)
+        # boolean "may attend" masks (a float -inf bias gives the same values but a slower CPU kernel:
+        # 0.165 s against 0.095 s per fwd+bwd at ml-1m's size); position 0, the item, is never padding
+        keep_own = ~key_padding[:, None, None, :]
+        keep_both = torch.cat([keep_own, keep_own], dim=-1)
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
-            xs = layer(xs, bias_own, bias_both, first_only=first_only and i == last)
+            xs = layer(xs, keep_own, keep_both, first_only=first_only and i == last)
         return {m: x[:, 0] for m, x in xs.items()} if first_only else xs

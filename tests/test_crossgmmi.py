@@ -172,7 +172,7 @@ def test_finetuning_loads_pretrained_weights_by_token(tiny_root, tmp_path):
         torch.testing.assert_close(target.encoder.state_dict()[k], v)
     # through the trainer: fit() loads the file named by pretrained_path and reports the rows it matched
     target2, config3, (train, valid, _) = build(tiny_root, seed=3, train_stage="finetune", pretrained_path=path)
-    trainer = CrossGMMITrainer(config3, target2)
+    trainer = CrossGMMITrainer(config3, target2.to(config3["device"]))  # batches go to config's device
     trainer.fit(train, valid, saved=False, verbose=False)
     assert trainer.pretrained_report["entity_rows_matched"] == target2.n_entities - 1
 

@@ -125,7 +125,7 @@ def test_concat_aggregation(tiny_root):
 def test_trainer_alternates_and_logs_both_losses(tiny_root):
     model, config, (train, valid, _) = build(tiny_root)
     assert get_trainer(config["MODEL_TYPE"], "MKGAT") is MKGATTrainer
-    trainer = MKGATTrainer(config, model)
+    trainer = MKGATTrainer(config, model.to(config["device"]))  # the trainer moves batches to config's device
     losses = trainer._train_epoch(train, 0)
     assert isinstance(losses, tuple) and len(losses) == 2 and all(v > 0 for v in losses)
 

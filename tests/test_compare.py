@@ -130,3 +130,26 @@ def test_named_variants_run_in_parallel_with_their_own_configs(tiny_root, tmp_pa
     assert [r["model"] for r in result["rows"]] == ["MultiKG4Rec", "MultiKG4Rec@text"]
     with pytest.raises(ValueError, match="Model@label"):
         compare(["MultiKG4Rec@"], "mkg-tiny", config_dict=_shared(tiny_root), results_dir=str(tmp_path / "bad"))
+
+
+def test_kg_permutation_control_applies_to_the_saved_split(comparison, tiny_root):
+    """RecBole skips _data_filtering for benchmark files; the control must still permute the KG there."""
+    import numpy as np
+
+    from recbole_mkg.config import Config
+    from recbole_mkg.data import create_dataset
+
+    out, _, _ = comparison
+
+    def kg_pairs(**overrides):
+        config = Config(model="KGAT", dataset="mkg-tiny", config_dict=_shared(
+            tiny_root, data_path=str(out / "split"), benchmark_filename=["train", "valid", "test"], **overrides))
+        ds = create_dataset(config)
+        tokens = ds.field2id_token
+        return list(zip(tokens[ds.head_entity_field][np.asarray(ds.kg_feat[ds.head_entity_field])],
+                        tokens[ds.tail_entity_field][np.asarray(ds.kg_feat[ds.tail_entity_field])]))
+
+    original, permuted = kg_pairs(), kg_pairs(kg_permute_tails=True)
+    assert len(original) == len(permuted)
+    assert sorted(h for h, _ in original) == sorted(h for h, _ in permuted)
+    assert len(set(original) & set(permuted)) < 0.5 * len(original)

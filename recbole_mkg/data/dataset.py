@@ -67,7 +67,8 @@ def permute_tails_within_relations(relations, tails, seed):
 
 
 class KGDataset(KnowledgeBasedDataset):
-    """RecBole's ``KnowledgeBasedDataset`` plus two KG edits made before RecBole's own filtering:
+    """RecBole's ``KnowledgeBasedDataset`` plus two KG edits made when the KG is loaded (before RecBole's
+    own filtering, and also for benchmark files, whose filtering RecBole skips):
 
     * ``drop_relations``: KG triples of the listed relations (tokens as in the ``.kg`` file, e.g.
       DBpedia's generic ``dbo:wikiPageWikiLink``) are removed, so the entities they alone reached and the
@@ -78,14 +79,10 @@ class KGDataset(KnowledgeBasedDataset):
 
     Used for every knowledge-aware model, the plugin's and RecBole's."""
 
-    def _data_filtering(self):
-        if self.config["kg_permute_tails"]:
-            seed = self.config["kg_permute_seed"]
-            self.kg_feat[self.tail_entity_field] = permute_tails_within_relations(
-                self.kg_feat[self.relation_field].to_numpy(), self.kg_feat[self.tail_entity_field].to_numpy(),
-                0 if seed is None else int(seed))
-            self.logger.info(set_color("kg_permute_tails", "blue") + ": KG tails permuted within each relation "
-                             "(control run: the KG's facts are destroyed)")
+    def _load_data(self, token, dataset_path):
+        # The edits happen at load time, not in _data_filtering: RecBole skips _data_filtering for
+        # benchmark files (the side-by-side runner's saved split), and the control must apply there too.
+        super()._load_data(token, dataset_path)
         drop = _relations_to_drop(self.config)
         if drop:
             relations = self.kg_feat[self.relation_field]
@@ -94,8 +91,14 @@ class KGDataset(KnowledgeBasedDataset):
                 self.logger.warning(f"drop_relations: {unknown} do not occur in {self.dataset_name}.kg")
             keep = ~relations.isin(drop)
             self.logger.info(set_color("drop_relations", "blue") + f": dropped {int((~keep).sum())} triples of {drop}")
-            self.kg_feat.drop(self.kg_feat.index[~keep], inplace=True)
-        super()._data_filtering()
+            self.kg_feat = self.kg_feat[keep.to_numpy()].reset_index(drop=True)
+        if self.config["kg_permute_tails"]:
+            seed = self.config["kg_permute_seed"]
+            self.kg_feat[self.tail_entity_field] = permute_tails_within_relations(
+                self.kg_feat[self.relation_field].to_numpy(), self.kg_feat[self.tail_entity_field].to_numpy(),
+                0 if seed is None else int(seed))
+            self.logger.info(set_color("kg_permute_tails", "blue") + ": KG tails permuted within each relation "
+                             "(control run: the KG's facts are destroyed)")
 
 
 class MultimodalKGDataset(KGDataset):

@@ -428,6 +428,8 @@ def summarise(results_dir, models=None, seeds=None, epoch_caps=None, log=print):
         failures = [r for r in failures if r["seed"] in seeds]
     if models is None:
         models = sorted({r["model"] for r in records} | {r["model"] for r in failures})
+    records = [r for r in records if r["model"] in models]
+    failures = [r for r in failures if r["model"] in models]
     headline = records[0]["valid_metric"] if records else "ndcg@20"
     metrics = [m for m in HEADLINE_METRICS if any(m in r["test_result"] for r in records)] or HEADLINE_METRICS
     extras = [("train s/epoch", "train_s_per_epoch", 2), ("eval s", "test_eval_s", 2),
@@ -480,8 +482,9 @@ def summarise(results_dir, models=None, seeds=None, epoch_caps=None, log=print):
     if len(splits) > 1:
         lines += ["", f"WARNING: runs saw different splits: {sorted(splits)}"]
     elif records:
+        devices = ", ".join(sorted({str(r.get("device")) for r in records}))
         lines += ["", f"Split (train/valid/test interactions): {records[0].get('split_sizes')}; "
-                      f"device: {records[0].get('device')}."]
+                      f"device: {devices}."]
     if failures:
         lines += ["", "Failed runs (retried on the next invocation):", ""]
         lines += [f"- {r['model']} seed {r['seed']}: {r.get('error', '')}" for r in failures]

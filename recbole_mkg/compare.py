@@ -344,14 +344,14 @@ def compare(models, dataset, seeds=(2020,), config_file_list=None, config_dict=N
     shared.setdefault("checkpoint_dir", os.path.join(results_dir, "checkpoints"))
     split_seed = seeds[0] if split_seed is None else int(split_seed)
 
+    for model in models:
+        model_of(model)  # a malformed entry fails before the split or any run is made
     os.makedirs(os.path.join(results_dir, "runs"), exist_ok=True)
     split = prepare_split(dataset, config_file_list, shared, results_dir, split_seed)
     log(f"[compare] split (seed {split_seed}) train/valid/test = {split['sizes']} in {split['data_path']}")
     if epoch_caps:
         log("[compare] epoch caps: " + ", ".join(f"{m}: {epoch_caps.get(m, '-')}" for m in models))
 
-    for model in models:
-        model_of(model)  # a malformed entry fails before any run starts
     todo = []
     for model in models:
         for seed in seeds:

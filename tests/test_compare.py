@@ -130,6 +130,7 @@ def test_named_variants_run_in_parallel_with_their_own_configs(tiny_root, tmp_pa
     assert [r["model"] for r in result["rows"]] == ["MultiKG4Rec", "MultiKG4Rec@text"]
     with pytest.raises(ValueError, match="Model@label"):
         compare(["MultiKG4Rec@"], "mkg-tiny", config_dict=_shared(tiny_root), results_dir=str(tmp_path / "bad"))
+    assert not (tmp_path / "bad").exists()  # nothing was prepared for a malformed entry
 
 
 def test_kg_permutation_control_applies_to_the_saved_split(comparison, tiny_root):

@@ -103,6 +103,27 @@ def test_propagation_matrix_product_and_gradient_match_the_sparse_reference():
     torch.testing.assert_close(matrix.to_dense(), coo.to_dense())
 
 
+def test_light_aggregator_is_lightgcn_propagation_on_the_attentive_graph(tiny_root):
+    from recbole_mkg.model.layers import KnowledgePropagation, PropagationMatrix
+
+    g = torch.Generator().manual_seed(0)
+    n = 30
+    dense = torch.rand(n, n, generator=g) * (torch.rand(n, n, generator=g) < 0.2)
+    matrix = PropagationMatrix(dense.to_sparse_coo())
+    x = torch.randn(n, 8, generator=g)
+    light = KnowledgePropagation(8, [64, 32, 16], dropout=0.5, aggregator_type="light").train()
+    assert light.output_dim == 8 * 4 and not list(light.parameters())  # sizes ignored, no weights, no dropout
+    expected = torch.cat([x, dense @ x, dense @ dense @ x, dense @ dense @ dense @ x], dim=1)
+    torch.testing.assert_close(light(matrix, x), expected)
+    for model in ("KGAT", "MultiKG4Rec"):
+        m, _ = build(tiny_root, model=model, aggregator_type="light", layers=[16, 16])
+        users, entities = m.forward()
+        assert users.shape[1] == 16 * 3 * (1 if model == "KGAT" else len(m.views))
+        loss = m.calculate_loss(bpr_batch(m))
+        loss.backward()
+        assert torch.isfinite(loss)
+
+
 def test_without_modalities_multikg4rec_is_the_kgat_port(tiny_root):
     # the paper's "w/o t&v" row: the propagation reduces to KGAT
     mkg, _ = build(tiny_root, modalities=[])
@@ -226,28 +247,30 @@ def test_transformer_first_only_equals_position_zero_of_full_run(tiny_root):
         torch.testing.assert_close(first[m], full[m][:, 0])
 
 
-def test_fusion_sample_ratio_recomputes_a_fraction_and_caches_the_rest(tiny_root):
+def test_fusion_sample_ratio_recomputes_a_fraction_and_caches_residuals_of_the_rest(tiny_root):
     faithful, _ = build(tiny_root)
     fast, _ = build(tiny_root, fusion_sample_ratio=0.25)
     fast.load_state_dict(faithful.state_dict())
-    assert not any(k.startswith("fused_cache") for k in fast.state_dict())  # the cache is not saved
+    assert not any(k.startswith("fused_residual") for k in fast.state_dict())  # the cache is not saved
     # evaluation always runs the full transformer: identical to the faithful model
     for m in (faithful, fast):
         m.eval()
+    items = slice(faithful.n_users, faithful.n_users + faithful.n_items)
     with torch.no_grad():
         torch.testing.assert_close(faithful.forward()[1], fast.forward()[1])
-        cached = {m: getattr(fast, f"fused_cache_{m}").clone() for m in fast.modalities}
-    torch.testing.assert_close(cached["text"], _fused(faithful)["text"][faithful.n_users:][:faithful.n_items])
-    # a training forward recomputes round(0.25 * n_items) rows with gradient, the rest come from the cache
+        residual = {m: getattr(fast, f"fused_residual_{m}").clone() for m in fast.modalities}
+        own = faithful.view_inputs()["text"][items]
+    torch.testing.assert_close(residual["text"], _fused(faithful)["text"][items] - own)
+    # a training forward recomputes round(0.25 * n_items) rows with gradient; every other row is its
+    # current own embedding + its cached residual
     fast.train()
-    fast.hidden_dropout = 0.0
-    for layer in fast.transformer.modules():
-        if isinstance(layer, torch.nn.Dropout):
-            layer.p = 0.0
-    for layer in fast.propagation.modules():
-        if isinstance(layer, torch.nn.Dropout):
-            layer.p = 0.0
-    fused = fast.fused_items(fast.view_inputs())
+    for module in list(fast.transformer.modules()) + list(fast.propagation.modules()):
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    with torch.no_grad():  # move the ID embeddings: stale rows must follow them, not the cache
+        fast.entity_embedding.weight.add_(0.1)
+    inputs = fast.view_inputs()
+    fused = fast.fused_items(inputs)
     k = round(0.25 * fast.n_items)
     ffn = fast.transformer.layers[0].ffn["text"][0].weight  # applied to every computed query row
     probe = torch.randn(16, generator=torch.Generator().manual_seed(0))  # (a plain sum of a LayerNorm output has no gradient)
@@ -256,9 +279,16 @@ def test_fusion_sample_ratio_recomputes_a_fraction_and_caches_the_rest(tiny_root
         g = torch.autograd.grad((fused["text"][i] * probe).sum(), ffn, retain_graph=True, allow_unused=True)[0]
         rows_with_grad[i] = g is not None and g.abs().sum() > 0
     assert int(rows_with_grad.sum()) == k
-    torch.testing.assert_close(fused["text"][~rows_with_grad], cached["text"][~rows_with_grad])
-    # the fresh rows replaced their cache entries
-    torch.testing.assert_close(fast.fused_cache_text[rows_with_grad], fused["text"][rows_with_grad].detach())
+    stale = ~rows_with_grad
+    torch.testing.assert_close(fused["text"][stale], (inputs["text"][items] + residual["text"])[stale])
+    # a stale row still trains its item's ID embedding
+    i = int(torch.nonzero(stale)[0])
+    g = torch.autograd.grad(fused["text"][i].sum(), fast.entity_embedding.weight, retain_graph=True)[0]
+    assert g[i].abs().sum() > 0
+    # the fresh rows replaced their cache entries by their new residual
+    torch.testing.assert_close(fast.fused_residual_text[rows_with_grad],
+                               (fused["text"] - inputs["text"][items])[rows_with_grad].detach())
+    torch.testing.assert_close(fast.fused_residual_text[stale], residual["text"][stale])
     loss = fast.calculate_loss(bpr_batch(fast))
     loss.backward()
     assert torch.isfinite(loss)

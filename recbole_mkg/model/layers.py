@@ -120,14 +120,22 @@ def knowledge_aware_attention(ckg, node_embedding, relation_embedding, trans_w):
     return segment_softmax(scores, ckg.head, num_nodes=ckg.n_nodes)
 
 
+AGGREGATOR_TYPES = ("bi", "gcn", "graphsage", "light")
+
+
 class Aggregator(nn.Module):
     """KGAT's aggregators; ``bi`` is the Bi-Interaction of Multi-KG4Rec Eq. 9:
-    LeakyReLU(W1 (e_h + e_Nh)) + LeakyReLU(W2 (e_h * e_Nh)).  [N, d_in] -> [N, d_out]."""
+    LeakyReLU(W1 (e_h + e_Nh)) + LeakyReLU(W2 (e_h * e_Nh)).  [N, d_in] -> [N, d_out].
+
+    ``light`` (beyond the papers) is LightGCN's layer on the attentive CKG: e_h' = e_Nh, no weights, no
+    non-linearity, no dropout, so d_out = d_in."""
 
     def __init__(self, input_dim, output_dim, dropout, aggregator_type="bi"):
         super().__init__()
         self.aggregator_type = aggregator_type
-        if aggregator_type == "gcn":
+        if aggregator_type == "light":
+            pass
+        elif aggregator_type == "gcn":
             self.W = nn.Linear(input_dim, output_dim)
         elif aggregator_type == "graphsage":
             self.W = nn.Linear(input_dim * 2, output_dim)
@@ -135,12 +143,14 @@ class Aggregator(nn.Module):
             self.W1 = nn.Linear(input_dim, output_dim)
             self.W2 = nn.Linear(input_dim, output_dim)
         else:
-            raise ValueError(f"config 'aggregator_type': {aggregator_type!r} is not one of gcn, graphsage, bi")
+            raise ValueError(f"config 'aggregator_type': {aggregator_type!r} is not one of {list(AGGREGATOR_TYPES)}")
         self.activation = nn.LeakyReLU()
         self.message_dropout = nn.Dropout(dropout)
 
     def forward(self, adjacency, ego):
         side = adjacency @ ego  # e_Nh = sum_t pi(h,r,t) e_t  (PropagationMatrix or torch sparse)
+        if self.aggregator_type == "light":
+            return side
         if self.aggregator_type == "gcn":
             out = self.activation(self.W(ego + side))
         elif self.aggregator_type == "graphsage":
@@ -152,11 +162,17 @@ class Aggregator(nn.Module):
 
 class KnowledgePropagation(nn.Module):
     """L aggregation layers; returns the concatenation [e^(0) || norm(e^(1)) || ... || norm(e^(L))]
-    (KGAT Eq. 11, Multi-KG4Rec Eq. 10).  [N, d] -> [N, d + sum(layers)]."""
+    (KGAT Eq. 11, Multi-KG4Rec Eq. 10).  [N, d] -> [N, d + sum(layers)].
+
+    With ``aggregator_type: light`` every layer keeps size d (only ``len(layers)`` is used) and the layer
+    outputs are concatenated without L2 normalisation, as LightGCN combines its layers."""
 
     def __init__(self, embedding_size, layers, dropout, aggregator_type):
         super().__init__()
-        dims = [embedding_size] + list(layers)
+        if aggregator_type not in AGGREGATOR_TYPES:
+            raise ValueError(f"config 'aggregator_type': {aggregator_type!r} is not one of {list(AGGREGATOR_TYPES)}")
+        self.light = aggregator_type == "light"
+        dims = [embedding_size] * (len(layers) + 1) if self.light else [embedding_size] + list(layers)
         self.aggregator_layers = nn.ModuleList(
             Aggregator(i, o, dropout, aggregator_type) for i, o in zip(dims[:-1], dims[1:])
         )
@@ -166,7 +182,7 @@ class KnowledgePropagation(nn.Module):
         outputs = [ego]
         for aggregator in self.aggregator_layers:
             ego = aggregator(adjacency, ego)
-            outputs.append(F.normalize(ego, p=2, dim=1))
+            outputs.append(ego if self.light else F.normalize(ego, p=2, dim=1))
         return torch.cat(outputs, dim=1)
 
 

@@ -36,7 +36,8 @@ Choices where the paper is vague (also in docs/models.md):
   is trained on every view's x^m.
 * **Speed.** The last transformer block computes only position 0 (the item itself), the one output
   read (exact). ``fusion_sample_ratio`` < 1 is an option beyond the paper: each training batch
-  recomputes the transformer for that fraction of items and reuses cached outputs for the rest.
+  recomputes the transformer for that fraction of items; the others add their cached (stale) transformer
+  residual to their current embedding.
 * **Training.** KGAT's alternating schedule (a BPR pass, a TransR pass, the attention update per epoch;
   :class:`recbole_mkg.trainer.MultiKG4RecTrainer`): the paper sums the losses (Eq. 13) but gives no
   schedule, and alternating is what its KGAT-derived propagation was designed with.
@@ -127,7 +128,7 @@ class MultiKG4Rec(FullGraphKGRecommender):
         self.fusion_sample_ratio = float(ratio) if self.transformer is not None else 1.0
         if self.fusion_sample_ratio < 1.0:
             for m in self.modalities:
-                self.register_buffer(f"fused_cache_{m}", torch.zeros(self.n_items, self.embedding_size),
+                self.register_buffer(f"fused_residual_{m}", torch.zeros(self.n_items, self.embedding_size),
                                      persistent=False)
         self._fused_cache_valid = False
 
@@ -183,33 +184,38 @@ class MultiKG4Rec(FullGraphKGRecommender):
 
         Faithful (``fusion_sample_ratio: 1.0``): the transformer runs over every item's sequence. Below 1
         (a speed option beyond the paper) a training forward recomputes, with gradient, only a random
-        ``ratio * n_items`` items and takes the others from a cache of their latest outputs (detached
-        "historical embeddings", as in GNNAutoScale); evaluation always recomputes every item and
-        refreshes the cache."""
+        ``ratio * n_items`` items. Every other item i gets ``x_i + r_i``: its *current* pre-fusion row x_i
+        (so its ID embedding and modal projection get their gradient every batch) plus r_i, the detached
+        residual ``transformer output - x_i`` cached from its latest recomputation (a control-variate form
+        of GNNAutoScale's "historical embeddings": only what the neighbours contribute is stale).
+        Evaluation always recomputes every item and refreshes the cache."""
         ratio = self.fusion_sample_ratio
+        own = {m: inputs[m][self.n_users:self.n_users + self.n_items] for m in self.modalities}
         if ratio >= 1.0 or not self.training:
             fused = self._transformer_on(inputs)
             if ratio < 1.0:
-                self._store_fused(None, fused)
+                self._store_residual(None, fused, own)
             return fused
         if not self._fused_cache_valid:
             with torch.no_grad():
-                self._store_fused(None, self._transformer_on(inputs))
+                self._store_residual(None, self._transformer_on(inputs), own)
         k = max(1, int(round(ratio * self.n_items)))
         items = torch.randperm(self.n_items, device=self.item_sequences.device)[:k]
         fresh = self._transformer_on(inputs, items)
-        fused = {m: getattr(self, f"fused_cache_{m}").index_put((items,), fresh[m]) for m in self.modalities}
-        self._store_fused(items, fresh)
+        fused = {m: (own[m] + getattr(self, f"fused_residual_{m}")).index_put((items,), fresh[m])
+                 for m in self.modalities}
+        self._store_residual(items, fresh, {m: own[m][items] for m in self.modalities})
         return fused
 
     @torch.no_grad()
-    def _store_fused(self, items, fused):
+    def _store_residual(self, items, fused, own):
+        """Cache ``fused - own`` (detached) for ``items`` [k] (all when None)."""
         for m in self.modalities:
-            cache = getattr(self, f"fused_cache_{m}")
+            cache = getattr(self, f"fused_residual_{m}")
             if items is None:
-                cache.copy_(fused[m])
+                cache.copy_(fused[m] - own[m])
             else:
-                cache[items] = fused[m].detach()
+                cache[items] = fused[m] - own[m]
         self._fused_cache_valid = True
 
     # ---- graph ------------------------------------------------------------------------------------

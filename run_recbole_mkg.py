@@ -15,6 +15,12 @@ Ray Tune sweep (RecBole's hyper-parameter file syntax or YAML/JSON; see recbole_
     python run_recbole_mkg.py --model=KGAT --dataset=ml-100k-kg --tune=hyper.test --num_samples=8 \\
         --scheduler=asha --cpus_per_trial=2 --gpus_per_trial=0.5 --tune_dir=results/tune
 
+The fair comparison: the same tuning budget per model (trials x epoch cap, on the validation part of one
+saved split), then every model's best config side by side (a folder of <Model>.test search spaces):
+
+    python run_recbole_mkg.py --model=BPR,LightGCN,KGAT,MultiKG4Rec,MultiKG4Rec@text --tune=benchmarks/spaces \
+        --num_samples=8 --epochs=20 --seeds=2020,2021,2022 --model_configs=MultiKG4Rec@text=text.yaml
+
 Multi-process (DDP) training as RecBole defines it: --nproc=2 [--world_size --ip --port --group_offset]
 (NCCL on CUDA, gloo on CPU; --ddp_backend=gloo|nccl to choose).
 
@@ -51,7 +57,8 @@ def parse_args(argv=None):
     side.add_argument("--jobs", type=int, default=1, help="(model, seed) runs at once (timings then share the machine)")
     # Ray Tune
     tune = parser.add_argument_group("Ray Tune sweep")
-    tune.add_argument("--tune", type=str, default=None, help="search-space file (RecBole params syntax, YAML or JSON)")
+    tune.add_argument("--tune", type=str, default=None, help="search-space file (RecBole params syntax, YAML or JSON); with several models "
+                      "or --seeds: the equal-budget comparison, a folder of <Model>.test files (or one file for all)")
     tune.add_argument("--num_samples", type=int, default=10, help="trials to sample (per grid point)")
     tune.add_argument("--scheduler", type=str, default="asha", help="asha | fifo")
     tune.add_argument("--grace_period", type=int, default=1, help="ASHA: epochs before a trial may be stopped")
@@ -98,9 +105,22 @@ def main(argv=None):
 
         config_files = [protocol_file(args.protocol)] + list(config_files or [])
 
+    tune_options = dict(scheduler=args.scheduler, grace_period=args.grace_period,
+                        reduction_factor=args.reduction_factor, cpus_per_trial=args.cpus_per_trial,
+                        gpus_per_trial=args.gpus_per_trial, max_concurrent=args.max_concurrent,
+                        ray_address=args.ray_address, resume=not args.no_resume)
+    if args.tune and (len(models) > 1 or args.seeds):
+        # the fair comparison: the same tuning budget per model on one split, then the side-by-side runs
+        from recbole_mkg.compare import tune_and_compare
+
+        if args.epochs_cap:
+            raise SystemExit("--epochs_cap gives models different budgets; with --tune every model gets --epochs")
+        seeds = _int_list(args.seeds) if args.seeds else [int(overrides.pop("seed", 2020))]
+        return tune_and_compare(models, args.dataset, args.tune, seeds=seeds, config_file_list=config_files,
+                                config_dict=overrides, results_dir=args.results_dir, num_samples=args.num_samples,
+                                tune_options=tune_options, model_config_files=_model_configs(args.model_configs),
+                                split_seed=args.split_seed, timeout=args.run_timeout, jobs=args.jobs)
     if args.tune:
-        if len(models) != 1:
-            raise SystemExit("--tune sweeps one model at a time")
         from recbole_mkg.tune import run_tune
 
         return run_tune(models[0], args.dataset, args.tune, config_file_list=config_files, config_dict=overrides,

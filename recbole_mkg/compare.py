@@ -17,6 +17,11 @@ What it guarantees:
   ``configs/<model>__seed<seed>.yaml``. Existing results are skipped: a comparison resumes where it
   stopped and can be filled up over several sittings. A failed run writes ``<key>.failed.json`` (with
   the traceback) and is retried next time.
+* **Equal tuning budget** (:func:`tune_and_compare`, ``--tune=<folder of search spaces>`` with several
+  models): every model is first swept with Ray Tune on the validation part of that same split, with the
+  same number of trials and the same epoch cap per trial; the comparison then runs each model's best
+  configuration (a variant ``Model@label`` runs its base model's best configuration plus its own files).
+  The budget and each model's sweep are printed under the table.
 * **Tables**: ``results.md`` and ``results.csv`` with mean +- std over seeds of the test metrics, train
   seconds per epoch, evaluation seconds, peak RSS (and peak GPU memory on a GPU), #parameters, epochs to
   best, the epoch cap of each model; ``chart.png`` of the headline metric (``valid_metric``).
@@ -34,7 +39,8 @@ import yaml
 
 from recbole_mkg.atomic_io import atomic_open, atomic_write_json, atomic_write_text
 
-__all__ = ["compare", "run_one", "model_of", "prepare_split", "summarise", "parse_epoch_caps", "HEADLINE_METRICS"]
+__all__ = ["compare", "tune_and_compare", "space_file_for", "run_one", "model_of", "prepare_split", "summarise",
+           "parse_epoch_caps", "HEADLINE_METRICS"]
 
 HEADLINE_METRICS = [f"{m}@{k}" for m in ("recall", "mrr", "ndcg", "hit") for k in (10, 20)]
 PROTOCOL_DIR = os.path.join(os.path.dirname(os.path.realpath(__file__)), "properties", "protocol")
@@ -403,6 +409,149 @@ def compare(models, dataset, seeds=(2020,), config_file_list=None, config_dict=N
     return summarise(results_dir, models, seeds, epoch_caps, log=log)
 
 
+def space_file_for(spaces, model):
+    """The search-space file of ``model``: ``spaces`` itself when it is a file, else ``<spaces>/<model>.test``
+    (or ``.yaml`` / ``.yml`` / ``.json``) in that folder."""
+    if os.path.isfile(spaces):
+        return os.path.abspath(spaces)
+    if not os.path.isdir(spaces):
+        raise FileNotFoundError(f"--tune={spaces!r}: no such search-space file or folder")
+    for ext in (".test", ".yaml", ".yml", ".json"):
+        path = os.path.join(spaces, model + ext)
+        if os.path.isfile(path):
+            return os.path.abspath(path)
+    raise FileNotFoundError(f"no search space for {model} in {spaces}: write {os.path.join(spaces, model + '.test')} "
+                            f"(RecBole's hyper-parameter syntax, e.g. 'learning_rate loguniform -9.21,-4.61')")
+
+
+def tune_and_compare(models, dataset, spaces, seeds=(2020,), config_file_list=None, config_dict=None,
+                     results_dir=None, num_samples=8, tune_options=None, model_config_files=None, split_seed=None,
+                     timeout=None, jobs=1, log=print):
+    """The fair comparison: an equal tuning budget per model on one split, then :func:`compare`.
+
+    1. The split is saved once (:func:`prepare_split`).
+    2. Every base model (``Model`` of ``Model@label``) is swept with :func:`recbole_mkg.tune.run_tune` on that
+       split's *validation* part: ``num_samples`` trials, each capped at the config's ``epochs`` (the same
+       cap for every model), ASHA unless ``tune_options`` says otherwise. A finished sweep
+       (``<results_dir>/tune/<Model>/best_config.yaml``) is reused, an interrupted one resumed.
+    3. :func:`compare` runs every entry with its base model's best config (then the entry's own files from
+       ``model_config_files``) for every seed.
+
+    The budget (trials x epoch cap, scheduler, spaces, trials each sweep really ran) goes to
+    ``<results_dir>/tuning_budget.json`` and under the table. Returns :func:`compare`'s result.
+    """
+    from recbole_mkg.tune import start_ray
+
+    models = [m.strip() for m in models if m.strip()]
+    seeds = [int(s) for s in seeds]
+    results_dir = os.path.abspath(results_dir or os.path.join("results", dataset))
+    model_config_files = {k: ([v] if isinstance(v, str) else list(v)) for k, v in (model_config_files or {}).items()}
+    tune_options = dict(tune_options or {})
+    base_models = list(dict.fromkeys(model_of(m) for m in models))
+    spaces_of = {b: space_file_for(spaces, b) for b in base_models}  # every space exists before any work
+    config_file_list = [os.path.abspath(p) for p in (config_file_list or [])]
+    shared = dict(config_dict or {})
+    for key in ("data_path", "checkpoint_dir", "feature_cache_dir", "feature_dir"):
+        if isinstance(shared.get(key), str):
+            shared[key] = os.path.abspath(shared[key])
+    split_seed = seeds[0] if split_seed is None else int(split_seed)
+    os.makedirs(results_dir, exist_ok=True)
+    split = prepare_split(dataset, config_file_list, shared, results_dir, split_seed)
+    on_split = dict(shared, data_path=split["data_path"], benchmark_filename=split["benchmark_filename"],
+                    seed=split_seed)
+    on_split.setdefault("checkpoint_dir", os.path.join(results_dir, "tune", "checkpoints"))
+
+    tune_root = os.path.join(results_dir, "tune")
+    budget = {"trials_per_model": int(num_samples), "scheduler": tune_options.get("scheduler", "asha"),
+              "selection": "validation split of the saved split", "models": {}}
+    tuned_files = {}
+    todo = [b for b in base_models if not os.path.isfile(os.path.join(tune_root, b, "best_config.yaml"))]
+    started = todo and start_ray(tune_options.get("ray_address"), tune_options.get("num_cpus"),
+                                 tune_options.get("gpus_per_trial", 0))  # one Ray for every sweep
+    try:
+        for base in base_models:
+            tuned_files[base] = _tuned_config(base, dataset, spaces_of[base], num_samples, tune_root, budget,
+                                              config_file_list + [os.path.abspath(p) for p in
+                                                                  model_config_files.get(base, [])],
+                                              on_split, tune_options, log)
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
+    caps = {b["epochs_cap"] for b in budget["models"].values()}
+    budget["epochs_cap_per_trial"] = caps.pop() if len(caps) == 1 else None
+    if budget["epochs_cap_per_trial"] is None:
+        log("[tune+compare] WARNING: the models' epoch caps differ, so the tuning budget is not equal: "
+            + ", ".join(f"{m}: {b['epochs_cap']}" for m, b in budget["models"].items()))
+    atomic_write_json(os.path.join(results_dir, "tuning_budget.json"), budget)
+
+    # a base model: its own files (already used by its sweep), then its tuned values; a variant: its base
+    # model's tuned values, then the variant's files (e.g. modalities: [text]), which win
+    per_entry = {m: model_config_files.get(m, []) + [tuned_files[m]] if m == model_of(m)
+                 else [tuned_files[model_of(m)]] + model_config_files.get(m, []) for m in models}
+    return compare(models, dataset, seeds=seeds, config_file_list=config_file_list, config_dict=shared,
+                   results_dir=results_dir, model_config_files=per_entry, split_seed=split_seed, timeout=timeout,
+                   jobs=jobs, log=log)
+
+
+def _tuned_config(base, dataset, space, num_samples, tune_root, budget, files, on_split, tune_options, log):
+    """Sweep ``base`` (or reuse its finished sweep); record it in ``budget``; return its best config path."""
+    from recbole_mkg.config import Config
+    from recbole_mkg.tune import run_tune
+
+    cap = int(Config(model=base, dataset=dataset, config_file_list=files, config_dict=on_split)["epochs"])
+    best = os.path.join(tune_root, base, "best_config.yaml")
+    if os.path.isfile(best):
+        log(f"[tune+compare] {base}: sweep done before, using {best}")
+    else:
+        log(f"[tune+compare] {base}: {num_samples} trials x at most {cap} epochs ({space})")
+        result = run_tune(base, dataset, space, config_file_list=files, config_dict=on_split,
+                          num_samples=num_samples, tune_dir=tune_root, name=base, log=log, **tune_options)
+        if not result.get("best_config"):
+            raise RuntimeError(f"every trial of the {base} sweep failed: see {os.path.join(tune_root, base)}")
+    with open(os.path.join(tune_root, base, "best.json"), encoding="utf-8") as f:
+        best_info = json.load(f)
+    budget["models"][base] = {"space": space, "epochs_cap": cap, "trials_run": _count_trials(os.path.dirname(best)),
+                              "best_config": best, "best_valid": best_info.get("best_valid"),
+                              "best_params": best_info.get("params")}
+    return best
+
+
+def _count_trials(sweep_dir):
+    path = os.path.join(sweep_dir, "trials.csv")
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return max(0, sum(1 for line in f if line.strip()) - 1)
+
+
+def _budget_lines(results_dir, models):
+    path = os.path.join(results_dir, "tuning_budget.json")
+    if not os.path.isfile(path):
+        return []
+    with open(path, encoding="utf-8") as f:
+        budget = json.load(f)
+    cap = budget.get("epochs_cap_per_trial")
+    lines = ["", f"Tuning budget (equal for every model): {budget['trials_per_model']} trials x "
+                 f"{cap if cap is not None else 'UNEQUAL'} epochs per trial, {budget['scheduler']} scheduler, "
+                 f"selection on the {budget['selection']}; each entry runs its base model's best config.", "",
+             "| model | trials run | epoch cap | best valid | best params | search space |", "|---|---|---|---|---|---|"]
+    for base, b in budget["models"].items():
+        if not any(model_of(m) == base for m in models):
+            continue
+        valid = b.get("best_valid")
+        valid = f"{valid:.4f}" if isinstance(valid, (int, float)) else "-"
+        params = ", ".join(f"{k}={_short(v)}" for k, v in sorted((b.get("best_params") or {}).items()))
+        lines.append(f"| {base} | {b.get('trials_run')} | {b['epochs_cap']} | {valid} | {params} | "
+                     f"{os.path.basename(b['space'])} |")
+    return lines
+
+
+def _short(value):
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
 # ---- tables and chart ------------------------------------------------------------------------------
 def _mean_std(values):
     values = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
@@ -485,6 +634,7 @@ def summarise(results_dir, models=None, seeds=None, epoch_caps=None, log=print):
         devices = ", ".join(sorted({str(r.get("device")) for r in records}))
         lines += ["", f"Split (train/valid/test interactions): {records[0].get('split_sizes')}; "
                       f"device: {devices}."]
+    lines += _budget_lines(results_dir, models)
     if failures:
         lines += ["", "Failed runs (retried on the next invocation):", ""]
         lines += [f"- {r['model']} seed {r['seed']}: {r.get('error', '')}" for r in failures]

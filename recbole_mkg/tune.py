@@ -42,7 +42,7 @@ import time
 
 import yaml
 
-__all__ = ["parse_search_space", "run_tune", "SPACE_TYPES"]
+__all__ = ["parse_search_space", "run_tune", "start_ray", "SPACE_TYPES"]
 
 #: parameter types of the search-space files
 SPACE_TYPES = ("choice", "grid", "uniform", "quniform", "loguniform", "qloguniform", "randint", "qrandint")
@@ -212,6 +212,24 @@ def _absolute_paths(config_dict, config):
     return out
 
 
+def start_ray(ray_address=None, num_cpus=None, gpus_per_trial=0):
+    """Join ``ray_address`` or start a local Ray, unless one is running; True when this call started it
+    (the caller then shuts it down)."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    kwargs = {"include_dashboard": False, "log_to_driver": False}
+    if ray_address:
+        kwargs["address"] = ray_address
+    else:
+        kwargs["num_cpus"] = num_cpus
+        if gpus_per_trial == 0:
+            kwargs["num_gpus"] = 0
+    ray.init(**kwargs)
+    return True
+
+
 def run_tune(model, dataset, space_file, config_file_list=None, config_dict=None, num_samples=10,
              scheduler="asha", grace_period=1, reduction_factor=2, cpus_per_trial=1, gpus_per_trial=0,
              max_concurrent=None, ray_address=None, tune_dir=None, name=None, resume=True, num_cpus=None,
@@ -256,17 +274,7 @@ def run_tune(model, dataset, space_file, config_file_list=None, config_dict=None
     path = os.path.join(storage, name)
     os.makedirs(storage, exist_ok=True)
 
-    started = False
-    if not ray.is_initialized():
-        kwargs = {"include_dashboard": False, "log_to_driver": False}
-        if ray_address:
-            kwargs["address"] = ray_address
-        else:
-            kwargs["num_cpus"] = num_cpus
-            if gpus_per_trial == 0:
-                kwargs["num_gpus"] = 0
-        ray.init(**kwargs)
-        started = True
+    started = start_ray(ray_address, num_cpus, gpus_per_trial)
     try:
         setup = {"model": model, "dataset": dataset, "config_file_list": config_file_list, "config_dict": base,
                  "gpus_per_trial": float(gpus_per_trial)}

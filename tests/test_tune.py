@@ -76,3 +76,60 @@ def test_two_trial_sweep_on_cpu_records_failure_and_resumes(tiny_root, tmp_path)
     assert any(line.startswith("[tune] resuming") for line in logs)
     assert sorted(t["trial"] for t in again["trials"]) == sorted(t["trial"] for t in out["trials"])
     assert again["best_params"] == out["best_params"]
+
+
+def test_equal_budget_comparison_tunes_every_model_on_the_split_then_runs_the_best(tiny_root, tmp_path):
+    from recbole_mkg.compare import tune_and_compare
+    from tests.test_compare import _shared
+
+    spaces = tmp_path / "spaces"
+    spaces.mkdir()
+    (spaces / "BPR.test").write_text("learning_rate choice [0.02,0.0001]\n")
+    (spaces / "KGAT.test").write_text("learning_rate choice [0.02,0.0001]\nmess_dropout choice [0.0,0.2]\n")
+    variant = tmp_path / "no_dropout.yaml"
+    variant.write_text("mess_dropout: 0.0\n")
+    out, logs = tmp_path / "out", []
+    result = tune_and_compare(["BPR", "KGAT", "KGAT@nodrop"], "mkg-tiny", str(spaces), seeds=[2020],
+                              config_dict=_shared(tiny_root, epochs=2), results_dir=str(out), num_samples=2,
+                              tune_options={"num_cpus": 2, "scheduler": "fifo"},
+                              model_config_files={"KGAT@nodrop": [str(variant)]}, log=logs.append)
+    budget = json.load(open(out / "tuning_budget.json"))
+    assert budget["trials_per_model"] == 2 and budget["epochs_cap_per_trial"] == 2
+    assert set(budget["models"]) == {"BPR", "KGAT"}  # the variant reuses its base model's sweep
+    for model in ("BPR", "KGAT"):
+        b = budget["models"][model]
+        assert b["trials_run"] == 2 and 0 <= b["best_valid"] <= 1
+        # every trial trained on the saved split
+        trial = yaml.safe_load(open(b["best_config"]))
+        assert trial["data_path"] == str(out / "split") and trial["benchmark_filename"] == ["train", "valid", "test"]
+    records = {r["model"]: r for r in result["records"]}
+    assert set(records) == {"BPR", "KGAT", "KGAT@nodrop"}
+    kgat_best = budget["models"]["KGAT"]["best_params"]
+    assert records["KGAT"]["config"]["learning_rate"] == kgat_best["learning_rate"]
+    assert records["KGAT"]["config"]["mess_dropout"] == kgat_best["mess_dropout"]
+    assert records["KGAT@nodrop"]["config"]["learning_rate"] == kgat_best["learning_rate"]
+    assert records["KGAT@nodrop"]["config"]["mess_dropout"] == 0.0  # the variant's own file wins
+    assert records["BPR"]["config"]["learning_rate"] == budget["models"]["BPR"]["best_params"]["learning_rate"]
+    table = open(out / "results.md").read()
+    assert "Tuning budget (equal for every model): 2 trials x 2 epochs per trial" in table
+    assert "| KGAT | 2 | 2 |" in table
+    # a second sitting reuses the sweeps and the runs
+    logs.clear()
+    tune_and_compare(["BPR", "KGAT", "KGAT@nodrop"], "mkg-tiny", str(spaces), seeds=[2020],
+                     config_dict=_shared(tiny_root, epochs=2), results_dir=str(out), num_samples=2,
+                     tune_options={"num_cpus": 2}, model_config_files={"KGAT@nodrop": [str(variant)]},
+                     log=logs.append)
+    assert sum("sweep done before" in line for line in logs) == 2
+    assert sum("result exists, skipped" in line for line in logs) == 3
+
+
+def test_equal_budget_comparison_needs_a_space_for_every_model(tiny_root, tmp_path):
+    from recbole_mkg.compare import tune_and_compare
+
+    spaces = tmp_path / "spaces"
+    spaces.mkdir()
+    (spaces / "BPR.test").write_text("learning_rate choice [0.01]\n")
+    with pytest.raises(FileNotFoundError, match=r"no search space for KGAT .*KGAT\.test"):
+        tune_and_compare(["BPR", "KGAT"], "mkg-tiny", str(spaces), config_dict=tiny_config(tiny_root),
+                         results_dir=str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()  # nothing was split or run

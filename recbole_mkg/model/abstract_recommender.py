@@ -9,7 +9,11 @@ class FullGraphKGRecommender(KnowledgeRecommender):
     """A model whose ``forward()`` propagates over the whole graph and returns user [n_users, D] and
     entity [n_entities, D] representations (items are entities ``0..n_items-1``); scores are inner
     products. Provides BPR + L2 training, per-pair ``predict`` and a cached ``full_sort_predict``
-    (the cache is dropped whenever a loss is computed, i.e. whenever parameters may change)."""
+    (the cache is dropped whenever a loss is computed, i.e. whenever parameters may change).
+
+    A subclass that sets ``self.neighbour_sample_sizes`` (a list, see
+    :mod:`recbole_mkg.model.neighbour_sampling`) and implements :meth:`forward_sampled` trains on each
+    batch's sampled receptive field instead of the whole graph; evaluation stays full-graph."""
 
     input_type = InputType.PAIRWISE
 
@@ -34,13 +38,25 @@ class FullGraphKGRecommender(KnowledgeRecommender):
         return (interaction[self.HEAD_ENTITY_ID], interaction[self.RELATION_ID],
                 interaction[self.TAIL_ENTITY_ID], interaction[self.NEG_TAIL_ENTITY_ID])
 
+    def forward_sampled(self, targets):
+        """Representations [T, D] of the global CKG nodes ``targets`` [T] (users ``u``, entities
+        ``n_users + e``) from their sampled receptive field; see ``neighbour_sample_sizes``."""
+        raise NotImplementedError(f"{type(self).__name__} has no mini-batched propagation")
+
     def calculate_loss(self, interaction):
-        """BPR loss -ln sigma(y_ui - y_uj) + reg_weight * L2 of the batch's representations."""
+        """BPR loss -ln sigma(y_ui - y_uj) + reg_weight * L2 of the batch's representations.
+
+        Full graph (the papers), or with ``neighbour_sample_sizes`` the batch's sampled receptive field."""
         self.invalidate_cache()
-        user_all, entity_all = self.forward()
-        u = user_all[interaction[self.USER_ID]]
-        pos = entity_all[interaction[self.ITEM_ID]]
-        neg = entity_all[interaction[self.NEG_ITEM_ID]]
+        users, pos_items, neg_items = (interaction[self.USER_ID], interaction[self.ITEM_ID],
+                                       interaction[self.NEG_ITEM_ID])
+        if getattr(self, "neighbour_sample_sizes", None) is not None and self.training:
+            nodes = torch.cat([users, self.n_users + pos_items, self.n_users + neg_items])
+            targets, inverse = torch.unique(nodes, return_inverse=True)
+            u, pos, neg = self.forward_sampled(targets)[inverse].split(len(users))
+        else:
+            user_all, entity_all = self.forward()
+            u, pos, neg = user_all[users], entity_all[pos_items], entity_all[neg_items]
         mf_loss = self.mf_loss((u * pos).sum(dim=1), (u * neg).sum(dim=1))
         return mf_loss + self.reg_weight * self.reg_loss(u, pos, neg)
 

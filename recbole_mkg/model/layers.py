@@ -151,6 +151,7 @@ class Aggregator(nn.Module):
         side = adjacency @ ego  # e_Nh = sum_t pi(h,r,t) e_t  (PropagationMatrix or torch sparse)
         if self.aggregator_type == "light":
             return side
+        ego = ego[: side.shape[0]]  # a sampled block [n_dst, n_src]: the destinations are the prefix
         if self.aggregator_type == "gcn":
             out = self.activation(self.W(ego + side))
         elif self.aggregator_type == "graphsage":
@@ -179,10 +180,15 @@ class KnowledgePropagation(nn.Module):
         self.output_dim = sum(dims)
 
     def forward(self, adjacency, ego):
-        outputs = [ego]
-        for aggregator in self.aggregator_layers:
-            ego = aggregator(adjacency, ego)
-            outputs.append(ego if self.light else F.normalize(ego, p=2, dim=1))
+        """``adjacency``: one [N, N] matrix for every layer (full graph), or a list of L sampled blocks in
+        layer order (:mod:`recbole_mkg.model.neighbour_sampling`), the last one's rows being the targets.
+        Returns the representations of all N nodes, or of the targets."""
+        blocks = adjacency if isinstance(adjacency, (list, tuple)) else [adjacency] * len(self.aggregator_layers)
+        n_out = blocks[-1].shape[0]
+        outputs = [ego[:n_out]]
+        for aggregator, block in zip(self.aggregator_layers, blocks):
+            ego = aggregator(block, ego)
+            outputs.append((ego if self.light else F.normalize(ego, p=2, dim=1))[:n_out])
         return torch.cat(outputs, dim=1)
 
 

@@ -17,6 +17,7 @@ from recbole.model.init import xavier_normal_initialization
 
 from recbole_mkg.model.abstract_recommender import FullGraphKGRecommender
 from recbole_mkg.model.layers import CollaborativeKG, KnowledgePropagation, knowledge_aware_attention
+from recbole_mkg.model.neighbour_sampling import check_sample_sizes, sample_hops
 
 
 class KGAT(FullGraphKGRecommender):
@@ -33,6 +34,7 @@ class KGAT(FullGraphKGRecommender):
         self.propagation = KnowledgePropagation(
             self.embedding_size, config["layers"], config["mess_dropout"], config["aggregator_type"]
         )
+        self.neighbour_sample_sizes = check_sample_sizes(config["neighbour_sample_sizes"], len(config["layers"]))
         self.apply(xavier_normal_initialization)
         self.register_buffer("attention", self.ckg.init_weight.clone())
         self._adjacency = None
@@ -47,6 +49,12 @@ class KGAT(FullGraphKGRecommender):
 
     def _get_ego_embeddings(self):
         return torch.cat([self.user_embedding.weight, self.entity_embedding.weight], dim=0)
+
+    def _ego_rows(self, nodes):
+        """Ego embeddings [n, d] of global CKG nodes ``nodes`` [n] (users first, then entities)."""
+        is_user = (nodes < self.n_users).unsqueeze(1)
+        return torch.where(is_user, self.user_embedding(nodes.clamp(max=self.n_users - 1)),
+                           self.entity_embedding((nodes - self.n_users).clamp(min=0)))
 
     def _trans_w(self):
         return self.trans_w.weight.view(self.n_relations, self.embedding_size, self.kg_embedding_size)
@@ -69,6 +77,11 @@ class KGAT(FullGraphKGRecommender):
         """Returns user [n_users, D] and entity [n_entities, D] representations, D = d + sum(layers)."""
         all_embeddings = self.propagation(self.A_in, self._get_ego_embeddings())
         return torch.split(all_embeddings, [self.n_users, self.n_entities])
+
+    def forward_sampled(self, targets):
+        """Representations [T, D] of ``targets`` [T] from their sampled receptive field."""
+        hops = sample_hops(self.A_in, targets, self.neighbour_sample_sizes)
+        return self.propagation(hops.blocks(self.A_in.csr.values()), self._ego_rows(hops.nodes))
 
     def calculate_kg_loss(self, interaction):
         """TransR loss (KGAT Eq. 1-2): softplus(g(h,r,t) - g(h,r,t'))."""

@@ -59,6 +59,7 @@ from recbole_mkg.model.layers import (
     KnowledgePropagation,
     knowledge_aware_attention,
 )
+from recbole_mkg.model.neighbour_sampling import check_sample_sizes, sample_hops
 from recbole_mkg.model.neighbour_sequences import item_neighbour_sequences
 
 ID_VIEW = "id"
@@ -131,6 +132,11 @@ class MultiKG4Rec(FullGraphKGRecommender):
                 self.register_buffer(f"fused_residual_{m}", torch.zeros(self.n_items, self.embedding_size),
                                      persistent=False)
         self._fused_cache_valid = False
+        self.neighbour_sample_sizes = check_sample_sizes(config["neighbour_sample_sizes"], len(config["layers"]))
+        if self.neighbour_sample_sizes is not None and self.fusion_sample_ratio < 1.0:
+            raise ValueError("config 'fusion_sample_ratio' < 1 and 'neighbour_sample_sizes' exclude each other: "
+                             "with neighbour sampling the transformer already runs only on the batch's "
+                             "receptive field; set fusion_sample_ratio: 1.0")
 
         # ---- information propagation module ----
         self.ckg = CollaborativeKG(dataset)
@@ -159,6 +165,12 @@ class MultiKG4Rec(FullGraphKGRecommender):
         rows = getattr(self, f"row_{view}")[entity_ids]
         mask = getattr(self, f"mask_{view}")[entity_ids]
         return self.entity_embedding(entity_ids) + mask * self.modal_projection[view](features[rows])
+
+    def view_rows(self, view, nodes):
+        """x^v [n, d] of global CKG nodes ``nodes`` [n]: users' ID embeddings, entities' :meth:`entity_view`."""
+        is_user = (nodes < self.n_users).unsqueeze(1)
+        return torch.where(is_user, self.user_embedding(nodes.clamp(max=self.n_users - 1)),
+                           self.entity_view(view, (nodes - self.n_users).clamp(min=0)))
 
     def view_inputs(self):
         """view -> pre-fusion node embeddings [n_users + n_entities, d]."""
@@ -251,6 +263,23 @@ class MultiKG4Rec(FullGraphKGRecommender):
         ego = self.fuse(self.view_inputs())
         outputs = [self.propagation[v](self.adjacency(v), ego[v]) for v in self.views]
         return torch.split(torch.cat(outputs, dim=1), [self.n_users, self.n_entities])
+
+    def forward_sampled(self, targets):
+        """Representations [T, V*D] of ``targets`` [T] from their sampled receptive field: the transformer
+        runs on the items of that field only (their BFS sequences), then each view propagates over the
+        same sampled edges with its own attention values."""
+        hops = sample_hops(self.adjacency(self.views[0]), targets, self.neighbour_sample_sizes)
+        nodes = hops.nodes
+        ego = {v: self.view_rows(v, nodes) for v in self.views}
+        if self.transformer is not None:
+            where = torch.nonzero((nodes >= self.n_users) & (nodes < self.n_users + self.n_items)).flatten()
+            items = nodes[where] - self.n_users
+            sequences = self.item_sequences[items]  # [k, N]
+            members = {m: self.view_rows(m, sequences.flatten()).view(*sequences.shape, -1) for m in self.modalities}
+            fused = self.transformer(members, self.item_padding[items], first_only=True)
+            ego = {m: ego[m].index_put((where,), fused[m]) for m in self.modalities}
+        outputs = [self.propagation[v](hops.blocks(self.adjacency(v).csr.values()), ego[v]) for v in self.views]
+        return torch.cat(outputs, dim=1)
 
     def calculate_kg_loss(self, interaction):
         """TransR loss (Eq. 1-2) on every view's entity embeddings."""

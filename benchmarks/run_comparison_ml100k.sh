@@ -19,7 +19,7 @@ RESULTS_DIR=${RESULTS_DIR:-results/ml-100k-kg}
 LR=${LR:-0.005}
 EPOCHS=${EPOCHS:-60}
 STOP=${STOP:-10}
-MODELS=${MODELS:-BPR,LightGCN,CKE,KGIN,KGAT,KGAT@kg-permuted,MultiKG4Rec,MultiKG4Rec@text,MultiKG4Rec@visual,MultiKG4Rec@oneway,MultiKG4Rec@no-cross,MultiKG4Rec@fast,MultiKG4Rec@kg-permuted,KGAT@light,MultiKG4Rec@light,CrossGMMI,CrossGMMI@cross-kg,MKGAT}
+MODELS=${MODELS:-BPR,LightGCN,CKE,KGIN,KGAT,KGAT@kg-permuted,MultiKG4Rec,MultiKG4Rec@text,MultiKG4Rec@visual,MultiKG4Rec@oneway,MultiKG4Rec@no-cross,MultiKG4Rec@fast,MultiKG4Rec@kg-permuted,KGAT@light,MultiKG4Rec@light,KGAT@sampled,MultiKG4Rec@sampled,CrossGMMI,CrossGMMI@cross-kg,MKGAT}
 C=benchmarks/configs
 # CrossGMMI@cross-kg pre-trains InfoNCE between this KG (Freebase) and ml-100k-kg-dbpedia (same movies)
 CROSS_KG="$RESULTS_DIR/crossgmmi_cross_kg.yaml"
@@ -29,6 +29,7 @@ CONFIGS="KGAT@kg-permuted=$C/kg_permuted.yaml,MultiKG4Rec@text=$C/mkg_text.yaml,
 CONFIGS="$CONFIGS,MultiKG4Rec@oneway=$C/mkg_oneway.yaml,MultiKG4Rec@no-cross=$C/mkg_nocross.yaml"
 CONFIGS="$CONFIGS,MultiKG4Rec@fast=$C/mkg_fast.yaml,MultiKG4Rec@kg-permuted=$C/kg_permuted.yaml,CrossGMMI@cross-kg=$CROSS_KG"
 CONFIGS="$CONFIGS,KGAT@light=$C/light.yaml,MultiKG4Rec@light=$C/light.yaml"
+CONFIGS="$CONFIGS,KGAT@sampled=$C/sampled.yaml,MultiKG4Rec@sampled=$C/sampled.yaml"
 exec "$PYTHON" run_recbole_mkg.py --model="$MODELS" --dataset=ml-100k-kg --data_path="$DATA_PATH" \
     --feature_dir="$FEATURE_DIR" --protocol=paper --seeds="$SEEDS" --results_dir="$RESULTS_DIR" \
     --model_configs="$CONFIGS" --jobs="$JOBS" --learning_rate="$LR" --epochs="$EPOCHS" --stopping_step="$STOP" ${EXTRA:-}

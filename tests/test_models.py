@@ -69,6 +69,17 @@ def test_attention_is_a_softmax_over_each_heads_triples(model_and_data):
     assert not torch.equal(model.attention_visual, model.attention_text)  # per-view attention
 
 
+def test_attention_in_small_chunks_equals_one_pass(model_and_data, monkeypatch):
+    import recbole_mkg.model.layers as layers
+
+    model, _ = model_and_data
+    args = (model.ckg, model.view_inputs()["text"].detach(), model.relation_embedding.weight.detach(),
+            model._trans_w().detach())
+    whole = layers.knowledge_aware_attention(*args)
+    monkeypatch.setattr(layers, "ATTENTION_CHUNK", 3)
+    torch.testing.assert_close(layers.knowledge_aware_attention(*args), whole)
+
+
 def test_kgat_initial_adjacency_matches_recbole_formula(tiny_root):
     model, dataset = build(tiny_root, model="KGAT")
     ckg = dataset.ckg_graph(form="coo", value_field="relation_id")

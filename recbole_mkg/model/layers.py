@@ -99,6 +99,10 @@ class PropagationMatrix:
         return self.csr.to_dense()
 
 
+#: edges per chunk of the attention computation (a few [chunk, d] temporaries: ~0.5 GB at d = 64)
+ATTENTION_CHUNK = 1 << 20
+
+
 def knowledge_aware_attention(ckg, node_embedding, relation_embedding, trans_w):
     """Attention weights of every CKG edge (KGAT Eq. 4-5, Multi-KG4Rec Eq. 8).
 
@@ -114,9 +118,11 @@ def knowledge_aware_attention(ckg, node_embedding, relation_embedding, trans_w):
     scores = node_embedding.new_empty(ckg.num_edges)
     for r, start, end in ckg.relation_slices:  # loop over relations (tens), never over edges
         w_r = trans_w[r]
-        h = node_embedding[ckg.head[start:end]] @ w_r
-        t = node_embedding[ckg.tail[start:end]] @ w_r
-        scores[start:end] = (t * torch.tanh(h + relation_embedding[r])).sum(dim=1)
+        for a in range(start, end, ATTENTION_CHUNK):  # bounded memory: [chunk, d] temporaries
+            b = min(a + ATTENTION_CHUNK, end)
+            h = node_embedding[ckg.head[a:b]] @ w_r
+            t = node_embedding[ckg.tail[a:b]] @ w_r
+            scores[a:b] = (t * torch.tanh(h + relation_embedding[r])).sum(dim=1)
     return segment_softmax(scores, ckg.head, num_nodes=ckg.n_nodes)
 
 

@@ -223,6 +223,10 @@ def start_ray(ray_address=None, num_cpus=None, gpus_per_trial=0):
     if ray_address:
         kwargs["address"] = ray_address
     else:
+        # Ray runs its workers 15 nice levels below the driver; on a machine shared with other jobs the
+        # trials (the whole work of a sweep) then starve. Trials run at the driver's priority unless the
+        # user set RAY_worker_niceness.
+        os.environ.setdefault("RAY_worker_niceness", "0")
         kwargs["num_cpus"] = num_cpus
         if gpus_per_trial == 0:
             kwargs["num_gpus"] = 0

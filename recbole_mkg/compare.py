@@ -105,6 +105,15 @@ def _peak_rss_mb():
 
 
 # ---- the saved split ------------------------------------------------------------------------------------
+def _absolute_paths(config_dict):
+    """A copy of ``config_dict`` whose folder settings are absolute (the runs work in other folders)."""
+    shared = dict(config_dict or {})
+    for key in ("data_path", "checkpoint_dir", "feature_cache_dir", "feature_dir"):
+        if isinstance(shared.get(key), str):
+            shared[key] = os.path.abspath(shared[key])
+    return shared
+
+
 def prepare_split(dataset, config_file_list=None, config_dict=None, results_dir="results", split_seed=2020):
     """Split the KG-filtered interactions once and save them as RecBole benchmark files.
 
@@ -343,10 +352,7 @@ def compare(models, dataset, seeds=(2020,), config_file_list=None, config_dict=N
     epoch_caps = dict(epoch_caps or {})
     model_config_files = dict(model_config_files or {})
     config_file_list = [os.path.abspath(p) for p in (config_file_list or [])]
-    shared = dict(config_dict or {})
-    for key in ("data_path", "checkpoint_dir", "feature_cache_dir", "feature_dir"):
-        if isinstance(shared.get(key), str):
-            shared[key] = os.path.abspath(shared[key])
+    shared = _absolute_paths(config_dict)
     shared.setdefault("checkpoint_dir", os.path.join(results_dir, "checkpoints"))
     split_seed = seeds[0] if split_seed is None else int(split_seed)
 
@@ -450,10 +456,7 @@ def tune_and_compare(models, dataset, spaces, seeds=(2020,), config_file_list=No
     base_models = list(dict.fromkeys(model_of(m) for m in models))
     spaces_of = {b: space_file_for(spaces, b) for b in base_models}  # every space exists before any work
     config_file_list = [os.path.abspath(p) for p in (config_file_list or [])]
-    shared = dict(config_dict or {})
-    for key in ("data_path", "checkpoint_dir", "feature_cache_dir", "feature_dir"):
-        if isinstance(shared.get(key), str):
-            shared[key] = os.path.abspath(shared[key])
+    shared = _absolute_paths(config_dict)
     split_seed = seeds[0] if split_seed is None else int(split_seed)
     os.makedirs(results_dir, exist_ok=True)
     split = prepare_split(dataset, config_file_list, shared, results_dir, split_seed)

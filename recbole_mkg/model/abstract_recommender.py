@@ -11,7 +11,7 @@ class FullGraphKGRecommender(KnowledgeRecommender):
     products. Provides BPR + L2 training, per-pair ``predict`` and a cached ``full_sort_predict``
     (the cache is dropped whenever a loss is computed, i.e. whenever parameters may change).
 
-    A subclass that sets ``self.neighbour_sample_sizes`` (a list, see
+    A subclass that sets ``self.neighbour_sample_sizes`` (a list instead of None, see
     :mod:`recbole_mkg.model.neighbour_sampling`) and implements :meth:`forward_sampled` trains on each
     batch's sampled receptive field instead of the whole graph; evaluation stays full-graph."""
 
@@ -24,6 +24,8 @@ class FullGraphKGRecommender(KnowledgeRecommender):
         self.reg_loss = EmbLoss()
         self.restore_user_e = None
         self.restore_entity_e = None
+        #: None = full-graph training; a subclass with :meth:`forward_sampled` may set a list of sizes
+        self.neighbour_sample_sizes = None
         self.other_parameter_name = ["restore_user_e", "restore_entity_e"]
 
     def forward(self):
@@ -38,6 +40,13 @@ class FullGraphKGRecommender(KnowledgeRecommender):
         return (interaction[self.HEAD_ENTITY_ID], interaction[self.RELATION_ID],
                 interaction[self.TAIL_ENTITY_ID], interaction[self.NEG_TAIL_ENTITY_ID])
 
+    def node_rows(self, nodes, entity_lookup):
+        """Rows [n, d] of global CKG nodes ``nodes`` [n]: ``user_embedding`` for users (ids < n_users),
+        ``entity_lookup(entity ids)`` for entities (ids ``n_users + e``)."""
+        is_user = (nodes < self.n_users).unsqueeze(1)
+        return torch.where(is_user, self.user_embedding(nodes.clamp(max=self.n_users - 1)),
+                           entity_lookup((nodes - self.n_users).clamp(min=0)))
+
     def forward_sampled(self, targets):
         """Representations [T, D] of the global CKG nodes ``targets`` [T] (users ``u``, entities
         ``n_users + e``) from their sampled receptive field; see ``neighbour_sample_sizes``."""
@@ -50,7 +59,7 @@ class FullGraphKGRecommender(KnowledgeRecommender):
         self.invalidate_cache()
         users, pos_items, neg_items = (interaction[self.USER_ID], interaction[self.ITEM_ID],
                                        interaction[self.NEG_ITEM_ID])
-        if getattr(self, "neighbour_sample_sizes", None) is not None and self.training:
+        if self.neighbour_sample_sizes is not None and self.training:
             nodes = torch.cat([users, self.n_users + pos_items, self.n_users + neg_items])
             targets, inverse = torch.unique(nodes, return_inverse=True)
             u, pos, neg = self.forward_sampled(targets)[inverse].split(len(users))

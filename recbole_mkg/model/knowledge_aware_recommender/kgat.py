@@ -50,12 +50,6 @@ class KGAT(FullGraphKGRecommender):
     def _get_ego_embeddings(self):
         return torch.cat([self.user_embedding.weight, self.entity_embedding.weight], dim=0)
 
-    def _ego_rows(self, nodes):
-        """Ego embeddings [n, d] of global CKG nodes ``nodes`` [n] (users first, then entities)."""
-        is_user = (nodes < self.n_users).unsqueeze(1)
-        return torch.where(is_user, self.user_embedding(nodes.clamp(max=self.n_users - 1)),
-                           self.entity_embedding((nodes - self.n_users).clamp(min=0)))
-
     def _trans_w(self):
         return self.trans_w.weight.view(self.n_relations, self.embedding_size, self.kg_embedding_size)
 
@@ -81,7 +75,7 @@ class KGAT(FullGraphKGRecommender):
     def forward_sampled(self, targets):
         """Representations [T, D] of ``targets`` [T] from their sampled receptive field."""
         hops = sample_hops(self.A_in, targets, self.neighbour_sample_sizes)
-        return self.propagation(hops.blocks(self.A_in.csr.values()), self._ego_rows(hops.nodes))
+        return self.propagation(hops.blocks(self.A_in.csr.values()), self.node_rows(hops.nodes, self.entity_embedding))
 
     def calculate_kg_loss(self, interaction):
         """TransR loss (KGAT Eq. 1-2): softplus(g(h,r,t) - g(h,r,t'))."""

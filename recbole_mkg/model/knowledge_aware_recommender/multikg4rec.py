@@ -168,9 +168,7 @@ class MultiKG4Rec(FullGraphKGRecommender):
 
     def view_rows(self, view, nodes):
         """x^v [n, d] of global CKG nodes ``nodes`` [n]: users' ID embeddings, entities' :meth:`entity_view`."""
-        is_user = (nodes < self.n_users).unsqueeze(1)
-        return torch.where(is_user, self.user_embedding(nodes.clamp(max=self.n_users - 1)),
-                           self.entity_view(view, (nodes - self.n_users).clamp(min=0)))
+        return self.node_rows(nodes, lambda entities: self.entity_view(view, entities))
 
     def view_inputs(self):
         """view -> pre-fusion node embeddings [n_users + n_entities, d]."""

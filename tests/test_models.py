@@ -94,6 +94,16 @@ def test_kgat_initial_adjacency_matches_recbole_formula(tiny_root):
     np.testing.assert_allclose(model.A_in.to_dense().numpy(), expected.toarray(), rtol=1e-6)
 
 
+def test_edge_order_is_relation_head_tail_in_both_sorting_paths():
+    from recbole_mkg.model.layers import _edge_order
+
+    rng = np.random.default_rng(0)
+    rel, head, tail = rng.integers(0, 4, 500), rng.integers(0, 30, 500), rng.integers(0, 30, 500)
+    expected = np.lexsort((tail, head, rel))  # stable: equal triples keep their input order
+    np.testing.assert_array_equal(_edge_order(rel, head, tail, 4, 30), expected)  # combined int64 key
+    np.testing.assert_array_equal(_edge_order(rel, head, tail, 4, 2**40), expected)  # key would overflow
+
+
 def test_propagation_matrix_product_and_gradient_match_the_sparse_reference():
     from recbole_mkg.model.layers import PropagationMatrix
 

@@ -33,13 +33,15 @@ class CollaborativeKG(nn.Module):
         head = ckg.row.astype(np.int64)
         tail = ckg.col.astype(np.int64)
         rel = ckg.data.astype(np.int64)
-        order = np.lexsort((tail, head, rel))
-        head, tail, rel = head[order], tail[order], rel[order]
         n_rel = int(rel.max()) + 1 if len(rel) else 1
+        order = _edge_order(rel, head, tail, n_rel, self.n_nodes)
+        head, tail, rel = head[order], tail[order], rel[order]
+        del order
         # KGAT init: per relation, row-normalise A_r (1 / out-degree of h within r), then sum over r.
-        key = head * n_rel + rel
-        _, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
-        init = 1.0 / counts[inverse]
+        # Edges are sorted by (relation, head), so each (h, r) group is one run: its length is the count.
+        starts = np.flatnonzero(np.r_[True, (rel[1:] != rel[:-1]) | (head[1:] != head[:-1])])
+        counts = np.diff(np.r_[starts, len(rel)])
+        init = np.repeat(1.0 / counts, counts)
         self.register_buffer("head", torch.from_numpy(head))
         self.register_buffer("tail", torch.from_numpy(tail))
         self.register_buffer("relation", torch.from_numpy(rel))
@@ -57,6 +59,14 @@ class CollaborativeKG(nn.Module):
         index = torch.stack([self.head, self.tail])
         coo = torch.sparse_coo_tensor(index, values.detach(), (self.n_nodes, self.n_nodes), check_invariants=False)
         return PropagationMatrix(coo)
+
+
+def _edge_order(rel, head, tail, n_rel, n_nodes):
+    """Permutation sorting edges by (relation, head, tail): one argsort of a combined int64 key where it
+    fits (several times faster than a 3-key lexsort at 4e7 edges), else ``np.lexsort``."""
+    if n_rel * n_nodes * n_nodes < 2**63:
+        return np.argsort((rel * n_nodes + head) * n_nodes + tail, kind="stable")
+    return np.lexsort((tail, head, rel))
 
 
 class _FixedSparseMatmul(torch.autograd.Function):

@@ -25,6 +25,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
+from recbole_mkg.atomic_io import atomic_open, atomic_write_json  # noqa: E402
 #: timed variant -> (model, config overrides). "MultiKG4Rec-fast" is the named speed option
 #: (fusion_sample_ratio 0.1, beyond the paper); its accuracy cost is measured in docs/results.md.
 VARIANTS = {
@@ -173,7 +174,7 @@ def profile(entry, name, args, out_dir):
     sort = "self_cuda_time_total" if args.device == "cuda" else "self_cpu_time_total"
     table = prof.key_averages().table(sort_by=sort, row_limit=18)
     path = os.path.join(out_dir, f"ml1m_profile_{name}_{args.device}.txt")
-    with open(path, "w", encoding="utf-8") as f:
+    with atomic_open(path) as f:
         f.write(f"torch.profiler, 2 BPR training batches of {name} (batch {args.batch_size}) on {args.device}\n\n")
         f.write(table)
     return path
@@ -274,8 +275,7 @@ def main(argv=None):
     report["ratio_train_batch"] = report["models"]["MultiKG4Rec"]["ratio_train_batch_vs_KGAT"]
     report["ratio_full_ranking_eval"] = report["models"]["MultiKG4Rec"]["ratio_full_ranking_eval_vs_KGAT"]
     base = os.path.join(args.out_dir, f"ml1m_{args.device}")
-    with open(base + ".json", "w", encoding="utf-8") as f:
-        json.dump(report, f, indent=1)
+    atomic_write_json(base + ".json", report)
     lines = [f"# Multi-KG4Rec vs KGAT on ml-1m-kg ({report['date']}, {args.device}: {device_name}, "
              f"{report['cpu_count']} cores, torch threads {threads})", "",
              f"Batch size {args.batch_size}; {args.batches} BPR batches x {args.rounds} interleaved rounds per model;"
@@ -303,7 +303,7 @@ def main(argv=None):
                   f"users {k['users']:,}, items {k['items']:,}, entities {k['entities']:,}.",
               "MultiKG4Rec-fast = MultiKG4Rec with fusion_sample_ratio 0.1 (a speed option beyond the paper).",
               "Profiles: " + ", ".join(m["profile"] for m in models) + "."]
-    with open(base + ".md", "w", encoding="utf-8") as f:
+    with atomic_open(base + ".md") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

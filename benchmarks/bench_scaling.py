@@ -28,6 +28,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
+from recbole_mkg.atomic_io import atomic_open, atomic_write_json  # noqa: E402
 
 
 class _FakeDataset:
@@ -232,9 +233,8 @@ def main(argv=None):
             lines.append(f"Fitted growth exponent (step time ~ edges^b, sizes with >= 1e5 edges), {views} view(s): "
                          f"b = {b:.2f}")
     base = os.path.join(args.out_dir, f"scaling_{'sampled_' if args.sample_sizes else ''}{args.device}")
-    with open(base + ".json", "w", encoding="utf-8") as f:
-        json.dump(report, f, indent=1)
-    with open(base + ".md", "w", encoding="utf-8") as f:
+    atomic_write_json(base + ".json", report)
+    with atomic_open(base + ".md") as f:
         f.write("\n".join(lines) + "\n")
     try:
         import matplotlib
@@ -250,7 +250,8 @@ def main(argv=None):
         ax.set_ylabel("s per training step")
         ax.legend()
         fig.tight_layout()
-        fig.savefig(base + ".png", dpi=110)
+        with atomic_open(base + ".png", "wb") as f:
+            fig.savefig(f, format="png", dpi=110)
     except Exception as err:  # the chart is optional
         print(f"no chart: {err}")
     print("\n".join(lines))

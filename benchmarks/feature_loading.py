@@ -16,6 +16,7 @@ import time
 import numpy as np
 import psutil
 
+from recbole_mkg.atomic_io import atomic_write_json
 from recbole_mkg.data.features import align_features, load_feature_file, write_feature_file
 
 
@@ -56,8 +57,7 @@ def main():
             "date": time.strftime("%Y-%m-%d"),
         }
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w", encoding="utf-8") as f:
-        json.dump(result, f, indent=2)
+    atomic_write_json(args.out, result)
     print(json.dumps(result, indent=2))
 
 

@@ -513,8 +513,15 @@ def _tuned_config(base, dataset, space, num_samples, tune_root, budget, files, o
                           num_samples=num_samples, tune_dir=tune_root, name=base, log=log, **tune_options)
         if not result.get("best_config"):
             raise RuntimeError(f"every trial of the {base} sweep failed: see {os.path.join(tune_root, base)}")
-    with open(os.path.join(tune_root, base, "best.json"), encoding="utf-8") as f:
-        best_info = json.load(f)
+    info_path = os.path.join(tune_root, base, "best.json")
+    best_info = {}
+    if os.path.isfile(info_path):
+        with open(info_path, encoding="utf-8") as f:
+            best_info = json.load(f)
+    else:  # a hand-made or hand-edited sweep folder: its config still counts, its record is unknown
+        log(f"[tune+compare] WARNING: {info_path} is missing, so {base}'s best validation value and tuned "
+            f"parameters are unknown (shown as '-'); {best} is used as it is. Delete {os.path.dirname(best)} "
+            f"to sweep {base} again.")
     budget["models"][base] = {"space": space, "epochs_cap": cap, "trials_run": _count_trials(os.path.dirname(best)),
                               "best_config": best, "best_valid": best_info.get("best_valid"),
                               "best_params": best_info.get("params")}

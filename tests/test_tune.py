@@ -113,7 +113,9 @@ def test_equal_budget_comparison_tunes_every_model_on_the_split_then_runs_the_be
     table = open(out / "results.md").read()
     assert "Tuning budget (equal for every model): 2 trials x 2 epochs per trial" in table
     assert "| KGAT | 2 | 2 |" in table
-    # a second sitting reuses the sweeps and the runs
+    # a second sitting reuses the sweeps and the runs; a sweep folder without its best.json (made or edited
+    # by hand) still counts, with its record shown as unknown
+    (out / "tune" / "KGAT" / "best.json").unlink()
     logs.clear()
     tune_and_compare(["BPR", "KGAT", "KGAT@nodrop"], "mkg-tiny", str(spaces), seeds=[2020],
                      config_dict=_shared(tiny_root, epochs=2), results_dir=str(out), num_samples=2,
@@ -121,6 +123,10 @@ def test_equal_budget_comparison_tunes_every_model_on_the_split_then_runs_the_be
                      log=logs.append)
     assert sum("sweep done before" in line for line in logs) == 2
     assert sum("result exists, skipped" in line for line in logs) == 3
+    assert any("best.json is missing" in line and "KGAT" in line for line in logs)
+    budget = json.load(open(out / "tuning_budget.json"))
+    assert budget["models"]["KGAT"]["best_valid"] is None and budget["models"]["BPR"]["best_valid"] is not None
+    assert "| KGAT | 2 | 2 | - |" in open(out / "results.md").read()
 
 
 def test_equal_budget_comparison_needs_a_space_for_every_model(tiny_root, tmp_path):

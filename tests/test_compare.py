@@ -154,3 +154,22 @@ def test_kg_permutation_control_applies_to_the_saved_split(comparison, tiny_root
     assert len(original) == len(permuted)
     assert sorted(h for h, _ in original) == sorted(h for h, _ in permuted)
     assert len(set(original) & set(permuted)) < 0.5 * len(original)
+
+
+def test_a_relation_absent_from_the_saved_split_is_not_reported_as_a_warning(comparison, tiny_root, caplog):
+    """The runner writes the split's .kg without the dropped relations, so every run on it finds them absent:
+    that is expected there (info), while a relation absent from an original dataset is a warning."""
+    import logging
+
+    from recbole_mkg.config import Config
+    from recbole_mkg.data import create_dataset
+
+    out, _, _ = comparison
+    on_split = {"data_path": str(out / "split"), "benchmark_filename": ["train", "valid", "test"]}
+    for overrides, level in ((on_split, logging.INFO), ({}, logging.WARNING)):
+        caplog.clear()
+        with caplog.at_level(logging.INFO):
+            create_dataset(Config(model="KGAT", dataset="mkg-tiny", config_dict=_shared(
+                tiny_root, drop_relations=["no.such.relation"], **overrides)))
+        records = [r for r in caplog.records if "no.such.relation" in r.getMessage() and "dropped" not in r.getMessage()]
+        assert [r.levelno for r in records] == [level], [r.getMessage() for r in records]

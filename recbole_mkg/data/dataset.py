@@ -87,7 +87,9 @@ class KGDataset(KnowledgeBasedDataset):
         if drop:
             relations = self.kg_feat[self.relation_field]
             unknown = sorted(set(drop) - set(relations.unique()))
-            if unknown:
+            if unknown and self.config["benchmark_filename"]:  # e.g. the runner's saved split: removed there
+                self.logger.info(f"drop_relations: {unknown} already absent from this split's {self.dataset_name}.kg")
+            elif unknown:
                 self.logger.warning(f"drop_relations: {unknown} do not occur in {self.dataset_name}.kg")
             keep = ~relations.isin(drop)
             self.logger.info(set_color("drop_relations", "blue") + f": dropped {int((~keep).sum())} triples of {drop}")

@@ -48,6 +48,7 @@ class Config(RecBoleConfig):
         "attn_dropout": ((int, float), lambda v: 0 <= v < 1, "a number in [0, 1)"),
         "layers": (list, lambda v: all(isinstance(x, int) and x >= 1 for x in v), "a list of positive integers"),
         "seed": (int, lambda v: True, "an integer"),
+        "fusion_sample_ratio": ((int, float), lambda v: 0 < v <= 1, "a number in (0, 1] (1 = the paper's model)"),
     }
 
     def _validate(self):

@@ -121,12 +121,8 @@ class MultiKG4Rec(FullGraphKGRecommender):
                 _check_positive_int(config, "n_heads"), _check_positive_int(config, "inner_size"),
                 config["hidden_dropout"], config["attn_dropout"], direction,
             )
-        ratio = config["fusion_sample_ratio"]
-        ratio = 1.0 if ratio is None else ratio
-        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0.0 < ratio <= 1.0:
-            raise ValueError(f"config 'fusion_sample_ratio' must be a number in (0, 1] (1 = the paper's "
-                             f"model), got {ratio!r}")
-        self.fusion_sample_ratio = float(ratio) if self.transformer is not None else 1.0
+        ratio = config["fusion_sample_ratio"]  # validated by the plugin's Config
+        self.fusion_sample_ratio = float(1.0 if ratio is None else ratio) if self.transformer is not None else 1.0
         if self.fusion_sample_ratio < 1.0:
             for m in self.modalities:
                 self.register_buffer(f"fused_residual_{m}", torch.zeros(self.n_items, self.embedding_size),

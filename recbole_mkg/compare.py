@@ -573,7 +573,8 @@ def _mean_std(values):
 
 
 def summarise(results_dir, models=None, seeds=None, epoch_caps=None, log=print):
-    """Read ``runs/*.json`` and write ``results.md``, ``results.csv`` and ``chart.png``."""
+    """Read ``runs/*.json`` and write ``results.md``, ``results.csv``, ``chart.png`` (test headline metric)
+    and ``curves.png`` (validation curves)."""
     runs_dir = os.path.join(results_dir, "runs")
     records, failures = [], []
     for name in sorted(os.listdir(runs_dir)):
@@ -652,10 +653,11 @@ def summarise(results_dir, models=None, seeds=None, epoch_caps=None, log=print):
     atomic_write_text(md_path, "\n".join(lines) + "\n")
 
     chart = _chart(results_dir, rows, headline)
+    curves = _curves_chart(results_dir, models, records, headline)
     log("\n".join(lines))
-    log(f"[compare] wrote {md_path}, {csv_path}" + (f", {chart}" if chart else ""))
+    log(f"[compare] wrote {md_path}, {csv_path}" + "".join(f", {p}" for p in (chart, curves) if p))
     return {"rows": rows, "records": records, "failures": failures, "markdown": md_path, "csv": csv_path,
-            "chart": chart}
+            "chart": chart, "curves": curves}
 
 
 def _chart(results_dir, rows, headline):
@@ -675,6 +677,54 @@ def _chart(results_dir, rows, headline):
     ax.tick_params(axis="x", rotation=30)
     fig.tight_layout()
     path = os.path.join(results_dir, "chart.png")
+    with atomic_open(path, "wb", suffix=".png") as f:
+        fig.savefig(f, format="png", dpi=110)
+    plt.close(fig)
+    return path
+
+
+def validation_curves(models, records):
+    """model -> ``(evaluation index [n], mean [n], min [n], max [n])`` of the runs' ``valid_curve`` over
+    seeds (runs stopped early contribute to the evaluations they reached)."""
+    import numpy as np
+
+    out = {}
+    for model in models:
+        runs = [r["valid_curve"] for r in records if r["model"] == model and r.get("valid_curve")]
+        if not runs:
+            continue
+        padded = np.full((len(runs), max(len(c) for c in runs)), np.nan)
+        for i, curve in enumerate(runs):
+            padded[i, :len(curve)] = curve
+        out[model] = (np.arange(1, padded.shape[1] + 1), np.nanmean(padded, axis=0), np.nanmin(padded, axis=0),
+                      np.nanmax(padded, axis=0), len(runs))
+    return out
+
+
+def _curves_chart(results_dir, models, records, headline):
+    """``curves.png``: each model's validation metric after every evaluation (mean over seeds; the band
+    spans the seeds' min..max): shows whether an epoch cap stopped a model that was still learning."""
+    curves = validation_curves(models, records)
+    if not curves:
+        return None
+    import matplotlib
+    import matplotlib.ticker
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for model, (x, mean, low, high, n) in curves.items():
+        line, = ax.plot(x, mean, "o-", ms=3, label=f"{model} ({n} seed{'s' if n > 1 else ''})")
+        if n > 1:
+            ax.fill_between(x, low, high, color=line.get_color(), alpha=0.2)
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    ax.set_xlabel("evaluation (epoch x eval_step)")
+    ax.set_ylabel(f"valid {headline}")
+    ax.set_title(f"validation {headline} (mean over seeds; band: min..max)", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = os.path.join(results_dir, "curves.png")
     with atomic_open(path, "wb", suffix=".png") as f:
         fig.savefig(f, format="png", dpi=110)
     plt.close(fig)

@@ -78,6 +78,26 @@ def test_tables_and_chart(comparison):
     assert open(result["chart"], "rb").read(8) == b"\x89PNG\r\n\x1a\n"
 
 
+def test_validation_curves_average_the_seeds(comparison):
+    import numpy as np
+
+    from recbole_mkg.compare import validation_curves
+
+    out, result, _ = comparison
+    assert open(result["curves"], "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    bpr = [json.load(open(out / "runs" / f"BPR__seed{s}.json"))["valid_curve"] for s in (2020, 2021)]
+    curves = validation_curves(["BPR", "KGAT"], result["records"])
+    x, mean, low, high, n = curves["BPR"]
+    assert n == 2 and x.tolist() == [1, 2] and len(bpr[0]) == len(bpr[1]) == 2
+    np.testing.assert_allclose(mean, np.mean(bpr, axis=0))
+    np.testing.assert_allclose(low, np.min(bpr, axis=0))
+    np.testing.assert_allclose(high, np.max(bpr, axis=0))
+    # a run stopped early counts for the evaluations it reached
+    records = [{"model": "M", "valid_curve": [0.1, 0.2, 0.3]}, {"model": "M", "valid_curve": [0.3]}]
+    x, mean, _, _, n = validation_curves(["M", "absent"], records)["M"]
+    assert x.tolist() == [1, 2, 3] and np.allclose(mean, [0.2, 0.2, 0.3]) and n == 2
+
+
 def test_failed_run_is_recorded_and_the_others_go_on(comparison, tiny_root):
     out, _, _ = comparison
     result = compare(["NoSuchModel", "BPR"], "mkg-tiny", seeds=[2020], config_file_list=[protocol_file("paper")],

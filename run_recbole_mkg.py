@@ -52,7 +52,7 @@ def parse_args(argv=None):
     side.add_argument("--epochs_cap", type=str, default=None, help="per-model epoch caps: KGAT:20,BPR:100 or 20")
     side.add_argument("--model_configs", type=str, default=None,
                       help="extra config file per model: KGAT=kgat_best.yaml,BPR=bpr_best.yaml")
-    side.add_argument("--split_seed", type=int, default=None, help="seed of the one saved split (default: first seed)")
+    side.add_argument("--split_seed", type=int, default=None, help="seed of the one saved split (default: the saved split's, else the first seed)")
     side.add_argument("--run_timeout", type=float, default=None, help="seconds per (model, seed) run")
     side.add_argument("--jobs", type=int, default=1, help="(model, seed) runs at once (timings then share the machine)")
     # Ray Tune

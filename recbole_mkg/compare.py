@@ -114,12 +114,17 @@ def _absolute_paths(config_dict):
     return shared
 
 
-def prepare_split(dataset, config_file_list=None, config_dict=None, results_dir="results", split_seed=2020):
+def prepare_split(dataset, config_file_list=None, config_dict=None, results_dir="results", split_seed=None,
+                  default_seed=2020):
     """Split the KG-filtered interactions once and save them as RecBole benchmark files.
+
+    ``split_seed``: the seed of the split; ``None`` reuses the saved split whatever its seed, or makes a new
+    one with ``default_seed``. A saved split made with another seed than an explicit ``split_seed`` is an
+    error (the runs of one results folder must share one split).
 
     Returns:
         dict: ``{"data_path": <folder holding <dataset>/>, "benchmark_filename": [train, valid, test],
-        "sizes": {...}}``; the overrides every run of the comparison uses.
+        "sizes": {...}, "split_seed": int}``; the overrides every run of the comparison uses.
     """
     import numpy as np
     from recbole.utils import FeatureType, init_seed
@@ -134,8 +139,14 @@ def prepare_split(dataset, config_file_list=None, config_dict=None, results_dir=
     if os.path.isfile(marker):
         with open(marker, encoding="utf-8") as f:
             info = json.load(f)
-        return {"data_path": split_root, "benchmark_filename": list(SPLIT_PARTS), "sizes": info["sizes"]}
+        if split_seed is not None and int(split_seed) != int(info["split_seed"]):
+            raise ValueError(f"{folder} holds the split made with seed {info['split_seed']}, not {split_seed}: "
+                             f"omit --split_seed (or pass {info['split_seed']}) to add runs to this comparison, "
+                             f"or use another --results_dir for a new split")
+        return {"data_path": split_root, "benchmark_filename": list(SPLIT_PARTS), "sizes": info["sizes"],
+                "split_seed": int(info["split_seed"])}
 
+    split_seed = int(default_seed if split_seed is None else split_seed)
     overrides = dict(config_dict or {})
     overrides.update({"seed": split_seed, "benchmark_filename": None})
     config = Config(model="BPR", dataset=dataset, config_file_list=config_file_list, config_dict=overrides)
@@ -176,7 +187,8 @@ def prepare_split(dataset, config_file_list=None, config_dict=None, results_dir=
                                "drop_relations": to_plain(config["drop_relations"]),
                                "users": int(data.user_num - 1), "items": int(data.item_num - 1),
                                "interactions": int(np.sum(list(sizes.values())))})
-    return {"data_path": split_root, "benchmark_filename": list(SPLIT_PARTS), "sizes": sizes}
+    return {"data_path": split_root, "benchmark_filename": list(SPLIT_PARTS), "sizes": sizes,
+            "split_seed": split_seed}
 
 
 def _write_filtered_kg_and_link(data, config, source, folder, dataset, parts):
@@ -338,7 +350,8 @@ def compare(models, dataset, seeds=(2020,), config_file_list=None, config_dict=N
         results_dir (str): output folder (default ``results/<dataset>``).
         epoch_caps (dict): model -> maximum epochs (its ``epochs``), printed in the table.
         model_config_files (dict): model -> list of extra config files (e.g. its tuned best config).
-        split_seed (int): seed of the one random split (default: the first seed).
+        split_seed (int): seed of the one random split (default: the saved split's, or the first seed for
+            a new one).
         timeout (float): seconds per run; a run over it is recorded as failed.
         jobs (int): (model, seed) processes run at once (e.g. several small models sharing one GPU);
             each still measures its own peak memory, but timings then share the machine.
@@ -354,12 +367,12 @@ def compare(models, dataset, seeds=(2020,), config_file_list=None, config_dict=N
     config_file_list = [os.path.abspath(p) for p in (config_file_list or [])]
     shared = _absolute_paths(config_dict)
     shared.setdefault("checkpoint_dir", os.path.join(results_dir, "checkpoints"))
-    split_seed = seeds[0] if split_seed is None else int(split_seed)
 
     for model in models:
         model_of(model)  # a malformed entry fails before the split or any run is made
     os.makedirs(os.path.join(results_dir, "runs"), exist_ok=True)
-    split = prepare_split(dataset, config_file_list, shared, results_dir, split_seed)
+    split = prepare_split(dataset, config_file_list, shared, results_dir, split_seed, default_seed=seeds[0])
+    split_seed = split["split_seed"]
     log(f"[compare] split (seed {split_seed}) train/valid/test = {split['sizes']} in {split['data_path']}")
     if epoch_caps:
         log("[compare] epoch caps: " + ", ".join(f"{m}: {epoch_caps.get(m, '-')}" for m in models))
@@ -457,9 +470,9 @@ def tune_and_compare(models, dataset, spaces, seeds=(2020,), config_file_list=No
     spaces_of = {b: space_file_for(spaces, b) for b in base_models}  # every space exists before any work
     config_file_list = [os.path.abspath(p) for p in (config_file_list or [])]
     shared = _absolute_paths(config_dict)
-    split_seed = seeds[0] if split_seed is None else int(split_seed)
     os.makedirs(results_dir, exist_ok=True)
-    split = prepare_split(dataset, config_file_list, shared, results_dir, split_seed)
+    split = prepare_split(dataset, config_file_list, shared, results_dir, split_seed, default_seed=seeds[0])
+    split_seed = split["split_seed"]
     on_split = dict(shared, data_path=split["data_path"], benchmark_filename=split["benchmark_filename"],
                     seed=split_seed)
     on_split.setdefault("checkpoint_dir", os.path.join(results_dir, "tune", "checkpoints"))

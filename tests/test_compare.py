@@ -38,6 +38,7 @@ def test_every_model_and_seed_ran_on_one_split(comparison):
     records = result["records"]
     assert sorted((r["model"], r["seed"]) for r in records) == [("BPR", 2020), ("BPR", 2021), ("KGAT", 2020)]
     second = logs[logs.index("--- second sitting ---"):]
+    assert any("split (seed 2020)" in line for line in second)
     assert any("BPR__seed2020: result exists, skipped" in line for line in second)
     assert any("BPR__seed2021: done" in line for line in second)
     split = json.load(open(out / "split" / "mkg-tiny" / "split.json"))
@@ -60,9 +61,12 @@ def test_saved_split_is_the_kg_filtered_interactions(comparison, tiny_root):
     rows = sum(len(open(folder / f"mkg-tiny.{p}.inter").readlines()) - 1 for p in ("train", "valid", "test"))
     assert rows == json.load(open(folder / "split.json"))["interactions"]
     assert os.path.islink(folder / "mkg-tiny.kg") and not os.path.islink(folder / "mkg-tiny.link")
-    # a second preparation reuses the saved split
-    again = prepare_split("mkg-tiny", [protocol_file("paper")], _shared(tiny_root), str(out), split_seed=1)
-    assert again["sizes"] == json.load(open(folder / "split.json"))["sizes"]
+    # a second preparation reuses the saved split (made with the first seed, 2020), whatever seeds come next
+    again = prepare_split("mkg-tiny", [protocol_file("paper")], _shared(tiny_root), str(out), default_seed=2021)
+    assert again["sizes"] == json.load(open(folder / "split.json"))["sizes"] and again["split_seed"] == 2020
+    # but an explicit other split seed is refused: the runs of one folder share one split
+    with pytest.raises(ValueError, match="made with seed 2020, not 1.*--results_dir"):
+        prepare_split("mkg-tiny", [protocol_file("paper")], _shared(tiny_root), str(out), split_seed=1)
 
 
 def test_tables_and_chart(comparison):

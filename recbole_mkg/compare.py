@@ -688,8 +688,14 @@ def _chart(results_dir, rows, headline):
     ax.set_ylabel(f"test {headline}")
     ax.set_title(f"test {headline}, mean ± std over seeds")
     ax.tick_params(axis="x", rotation=30)
+    return _save_figure(fig, os.path.join(results_dir, "chart.png"))
+
+
+def _save_figure(fig, path):
+    """Write ``fig`` to ``path`` (PNG) atomically, close it, return ``path``."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
-    path = os.path.join(results_dir, "chart.png")
     with atomic_open(path, "wb", suffix=".png") as f:
         fig.savefig(f, format="png", dpi=110)
     plt.close(fig)
@@ -697,8 +703,8 @@ def _chart(results_dir, rows, headline):
 
 
 def validation_curves(models, records):
-    """model -> ``(evaluation index [n], mean [n], min [n], max [n])`` of the runs' ``valid_curve`` over
-    seeds (runs stopped early contribute to the evaluations they reached)."""
+    """model -> ``(evaluation index [n], mean [n], min [n], max [n], number of runs)`` of the runs'
+    ``valid_curve`` over seeds (a run stopped early counts for the evaluations it reached)."""
     import numpy as np
 
     out = {}
@@ -736,12 +742,7 @@ def _curves_chart(results_dir, models, records, headline):
     ax.set_ylabel(f"valid {headline}")
     ax.set_title(f"validation {headline} (mean over seeds; band: min..max)", fontsize=9)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = os.path.join(results_dir, "curves.png")
-    with atomic_open(path, "wb", suffix=".png") as f:
-        fig.savefig(f, format="png", dpi=110)
-    plt.close(fig)
-    return path
+    return _save_figure(fig, os.path.join(results_dir, "curves.png"))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """BFS neighbour sequences (Multi-KG4Rec Sec. 4.2.2): hop order, uniform choice within a hop, and the
 memory-bounded expansion (chunking and pruning must not change the result)."""
 import numpy as np
+import pytest
 import scipy.sparse as sp
 from scipy.sparse.csgraph import shortest_path
 
@@ -43,6 +44,8 @@ def test_chunking_does_not_change_the_sequences():
         parts = bfs_sequences(adj, seeds, 12, 2, seed=7, chunk_nonzeros=chunk)
         np.testing.assert_array_equal(parts[0], whole[0])
         np.testing.assert_array_equal(parts[1], whole[1])
+    with pytest.raises(ValueError, match="chunk_nonzeros"):
+        bfs_sequences(adj, seeds, 12, 2, seed=7, chunk_nonzeros=0)
 
 
 def test_choice_within_a_hop_is_random_over_seeds():

@@ -51,7 +51,9 @@ def bfs_sequences(adjacency, seeds, seq_len, max_hops=2, seed=0, chunk_nonzeros=
     direct neighbours never materialises its 2-hop set), so time and memory follow what is kept, not the
     size of every 2-hop neighbourhood.
     """
-    adjacency = sp.csr_matrix(adjacency, dtype=np.float32)
+    if chunk_nonzeros < 1:
+        raise ValueError(f"bfs_sequences: chunk_nonzeros must be a positive integer, got {chunk_nonzeros!r}")
+    adjacency = adjacency.tocsr().astype(np.float32, copy=False)  # no copy of a CSR float32 adjacency
     seeds = np.asarray(seeds, dtype=np.int64)
     n_seeds, n_nodes = len(seeds), adjacency.shape[0]
     sequences = np.zeros((n_seeds, seq_len), dtype=np.int64)

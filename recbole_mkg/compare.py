@@ -200,11 +200,12 @@ def _write_filtered_kg_and_link(data, config, source, folder, dataset, parts):
     """
     import pandas as pd
 
+    from recbole_mkg.data.dataset import relations_to_drop
+
     def read(path):
         return pd.read_csv(path, sep="\t", dtype=str, quoting=3, keep_default_na=False, engine="c")
 
-    drop = config["drop_relations"] or []
-    drop = [drop] if isinstance(drop, str) else list(drop)
+    drop = relations_to_drop(config)
     kg_path, link_path = os.path.join(source, f"{dataset}.kg"), os.path.join(source, f"{dataset}.link")
     if drop:
         kg = read(kg_path)

@@ -104,6 +104,36 @@ def test_edge_order_is_relation_head_tail_in_both_sorting_paths():
     np.testing.assert_array_equal(_edge_order(rel, head, tail, 4, 2**40), expected)  # key would overflow
 
 
+def test_csr_pattern_adjacency_equals_the_coalesced_reference_with_parallel_edges():
+    """CollaborativeKG.adjacency scatters values into a CSR pattern fixed at construction; it must equal
+    coalescing the COO matrix (parallel (h, t) pairs summed) for A and for the A^T of the backward."""
+    from recbole_mkg.model.layers import PropagationMatrix, _csr_pattern
+
+    rng = np.random.default_rng(0)
+    n, e = 40, 400  # 400 draws over 1,600 cells: many parallel entries
+    rows, cols = rng.integers(0, n, e), rng.integers(0, n, e)
+    crow, col, slot = _csr_pattern(rows, cols, n)
+    assert len(col) == len(set(zip(rows.tolist(), cols.tolist()))) < e
+    values = torch.rand(e, dtype=torch.float64)
+    index = torch.from_numpy(np.stack([rows, cols]))
+    reference = PropagationMatrix(torch.sparse_coo_tensor(index, values, (n, n)))
+    slotted = torch.zeros(len(col), dtype=torch.float64).index_add_(0, torch.from_numpy(slot), values)
+    csr = torch.sparse_csr_tensor(torch.from_numpy(crow), torch.from_numpy(col), slotted, (n, n))
+    for name in ("crow_indices", "col_indices", "values"):
+        torch.testing.assert_close(getattr(csr, name)(), getattr(reference.csr, name)())
+
+
+def test_ckg_adjacency_and_its_transpose_match_the_edges(model_and_data):
+    model, _ = model_and_data
+    ckg = model.ckg
+    values = torch.rand(ckg.num_edges)
+    matrix = ckg.adjacency(values)
+    dense = torch.zeros(ckg.n_nodes, ckg.n_nodes).index_put_((ckg.head, ckg.tail), values, accumulate=True)
+    torch.testing.assert_close(matrix.to_dense(), dense)
+    torch.testing.assert_close(matrix.csr_t.to_dense(), dense.t())
+    assert "a_slot" not in ckg.state_dict()  # derived buffers: checkpoints do not carry them
+
+
 def test_propagation_matrix_product_and_gradient_match_the_sparse_reference():
     from recbole_mkg.model.layers import PropagationMatrix
 

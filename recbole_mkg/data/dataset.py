@@ -46,7 +46,8 @@ def requested_modalities(config):
     return modalities
 
 
-def _relations_to_drop(config):
+def relations_to_drop(config):
+    """The relation tokens of config ``drop_relations`` as a list (a single token allowed)."""
     drop = config["drop_relations"] or []
     if isinstance(drop, str):
         drop = [drop]
@@ -83,7 +84,7 @@ class KGDataset(KnowledgeBasedDataset):
         # The edits happen at load time, not in _data_filtering: RecBole skips _data_filtering for
         # benchmark files (the side-by-side runner's saved split), and the control must apply there too.
         super()._load_data(token, dataset_path)
-        drop = _relations_to_drop(self.config)
+        drop = relations_to_drop(self.config)
         if drop:
             relations = self.kg_feat[self.relation_field]
             unknown = sorted(set(drop) - set(relations.unique()))
@@ -190,7 +191,7 @@ class KGFilteredDataset(Dataset):
         link = read_atomic_table(link_path)
         kg = read_atomic_table(kg_path)
         head, tail = self.config["HEAD_ENTITY_ID_FIELD"], self.config["TAIL_ENTITY_ID_FIELD"]
-        kg = kg[~kg[self.config["RELATION_ID_FIELD"]].isin(_relations_to_drop(self.config))]
+        kg = kg[~kg[self.config["RELATION_ID_FIELD"]].isin(relations_to_drop(self.config))]
         entities = set(kg[head].values) | set(kg[tail].values)
         linked = link[link[self.config["ENTITY_ID_FIELD"]].isin(entities)][self.iid_field].values
         keep = self.inter_feat[self.iid_field].isin(set(linked))

@@ -49,16 +49,56 @@ class CollaborativeKG(nn.Module):
         # contiguous slices of each relation, for the per-relation projections of the attention
         bounds = np.searchsorted(rel, np.arange(n_rel + 1))
         self.relation_slices = [(r, int(bounds[r]), int(bounds[r + 1])) for r in range(n_rel) if bounds[r + 1] > bounds[r]]
+        # the sparsity pattern of A and of A^T, computed once: every attention update then only scatters
+        # the new values into their CSR slots (O(E)), instead of coalescing and sorting E edges twice.
+        # Not persistent: derived from head/tail, so checkpoints neither grow nor change.
+        for name, (rows, cols) in {"a": (head, tail), "a_t": (tail, head)}.items():
+            crow, col, slot = _csr_pattern(rows, cols, self.n_nodes)
+            self.register_buffer(f"{name}_crow", torch.from_numpy(crow), persistent=False)
+            self.register_buffer(f"{name}_col", torch.from_numpy(col), persistent=False)
+            self.register_buffer(f"{name}_slot", torch.from_numpy(slot), persistent=False)
 
     @property
     def num_edges(self):
         return int(self.head.numel())
 
     def adjacency(self, values):
-        """:class:`PropagationMatrix` [n_nodes, n_nodes] with A[h, t] = values, on the values' device."""
-        index = torch.stack([self.head, self.tail])
-        coo = torch.sparse_coo_tensor(index, values.detach(), (self.n_nodes, self.n_nodes), check_invariants=False)
-        return PropagationMatrix(coo)
+        """:class:`PropagationMatrix` [n_nodes, n_nodes] with A[h, t] = values [E] (edge order; the values of
+        parallel edges, one (h, t) pair under several relations, are summed as ``coalesce`` would), on the
+        values' device. O(E): the CSR patterns of A and A^T are fixed at construction."""
+        values = values.detach()
+        shape = (self.n_nodes, self.n_nodes)
+
+        def csr(name):
+            col = getattr(self, f"{name}_col")
+            slotted = values.new_zeros(col.numel()).index_add_(0, getattr(self, f"{name}_slot"), values)
+            return torch.sparse_csr_tensor(getattr(self, f"{name}_crow"), col, slotted, shape)
+
+        with warnings.catch_warnings():  # "sparse CSR support is in beta"
+            warnings.simplefilter("ignore", UserWarning)
+            return PropagationMatrix.from_csr(csr("a"), csr("a_t"))
+
+
+def _csr_pattern(rows, cols, n_nodes):
+    """CSR pattern of the [n, n] matrix with entries at (rows[e], cols[e]) [E], parallel entries merged.
+
+    Returns ``crow`` [n + 1], ``col`` [nnz] (int64, columns sorted within each row, as ``coalesce`` orders
+    them) and ``slot`` [E] (int64): the CSR position of every entry, so that the values of a new matrix with
+    this pattern are ``zeros(nnz).index_add_(0, slot, values)``."""
+    key = rows * n_nodes + cols  # < n^2: fits int64 for any graph that fits in memory
+    order = np.argsort(key, kind="stable")
+    sorted_key = key[order]
+    del key
+    first = np.empty(len(sorted_key), dtype=bool)
+    first[:1] = True
+    np.not_equal(sorted_key[1:], sorted_key[:-1], out=first[1:])
+    slot = np.empty(len(order), dtype=np.int64)
+    slot[order] = np.cumsum(first) - 1
+    del order
+    unique = sorted_key[first]
+    crow = np.zeros(n_nodes + 1, dtype=np.int64)
+    np.cumsum(np.bincount(unique // n_nodes, minlength=n_nodes), out=crow[1:])
+    return crow, unique % n_nodes, slot
 
 
 def _edge_order(rel, head, tail, n_rel, n_nodes):
@@ -92,11 +132,19 @@ class PropagationMatrix:
 
     def __init__(self, coo):
         coo = coo.coalesce()
-        self.shape = tuple(coo.shape)
         with warnings.catch_warnings():  # "sparse CSR support is in beta": it is what we measured and test
             warnings.simplefilter("ignore", UserWarning)
-            self.csr = coo.to_sparse_csr()
-            self.csr_t = coo.t().coalesce().to_sparse_csr()
+            self._set(coo.to_sparse_csr(), coo.t().coalesce().to_sparse_csr())
+
+    @classmethod
+    def from_csr(cls, csr, csr_t):
+        """From a CSR matrix A and the CSR of its transpose (the caller guarantees csr_t = A^T)."""
+        matrix = cls.__new__(cls)
+        matrix._set(csr, csr_t)
+        return matrix
+
+    def _set(self, csr, csr_t):
+        self.csr, self.csr_t, self.shape = csr, csr_t, tuple(csr.shape)
 
     @property
     def device(self):

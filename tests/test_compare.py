@@ -197,3 +197,30 @@ def test_a_relation_absent_from_the_saved_split_is_not_reported_as_a_warning(com
                 tiny_root, drop_relations=["no.such.relation"], **overrides)))
         records = [r for r in caplog.records if "no.such.relation" in r.getMessage() and "dropped" not in r.getMessage()]
         assert [r.levelno for r in records] == [level], [r.getMessage() for r in records]
+
+
+@pytest.mark.parametrize("script", ["run_comparison_ml100k.sh", "run_comparison_ml1m.sh"])
+def test_comparison_scripts_pass_the_budget_flags(tmp_path, script):
+    """The scripts' command lines (PYTHON=echo prints them): one configuration per model passes the shared
+    learning rate; the tuned budget must not (a --key=value beats the tuned best_config.yaml files)."""
+    import subprocess
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+    def flags(**env):
+        env = {**os.environ, "PYTHON": "echo", "DATA_PATH": str(tmp_path), "RESULTS_DIR": str(tmp_path / "r"), **env}
+        out = subprocess.run(["bash", os.path.join(root, "benchmarks", script)], env=env, check=True,
+                             capture_output=True, text=True).stdout.split()
+        assert out[0] == "run_recbole_mkg.py"
+        return dict(f[2:].split("=", 1) for f in out[1:])
+
+    fixed = flags(EPOCHS="7", MODELS="BPR,MultiKG4Rec@text", EXTRA="--eval_step=2")
+    assert fixed["learning_rate"] == "0.005" and fixed["epochs"] == "7" and fixed["eval_step"] == "2"
+    assert "tune" not in fixed and fixed["protocol"] == "paper" and fixed["model"] == "BPR,MultiKG4Rec@text"
+    variants = dict(v.split("=", 1) for v in fixed["model_configs"].split(","))
+    for label in ("MultiKG4Rec@text", "MultiKG4Rec@visual", "MultiKG4Rec@oneway", "KGAT@kg-permuted"):
+        assert os.path.isfile(os.path.join(root, variants[label])), label
+    tuned = flags(TUNE="benchmarks/spaces", NUM_SAMPLES="3", EPOCHS="20", RAY_ADDRESS="auto")
+    assert "learning_rate" not in tuned
+    assert (tuned["tune"], tuned["num_samples"], tuned["epochs"], tuned["ray_address"]) == (
+        "benchmarks/spaces", "3", "20", "auto")

@@ -1,0 +1,40 @@
+# Sourced by benchmarks/run_comparison_<dataset>.sh (not run on its own): the defaults the comparisons
+# share, every variant's config file, and the two budgets.
+#
+# Variables: PYTHON (.venv/bin/python), DATA_PATH (../shared/datasets), FEATURE_DIR, SEEDS (2020,2021,2022),
+# JOBS (runs at once; >1 shares the machine), MODELS, RESULTS_DIR, EPOCHS (the cap of every run or trial),
+# STOP (early stopping patience, 10), EXTRA (more --key=value), and the budget:
+#   * one configuration per model (default): LR (0.005) for every model, each model's own defaults otherwise;
+#   * TUNE=benchmarks/spaces: the equal tuning budget, NUM_SAMPLES (4) trials x EPOCHS per model on the
+#     validation split (ASHA), then every model's best configuration with SEEDS; CPUS_PER_TRIAL (1),
+#     GPUS_PER_TRIAL (0), RAY_ADDRESS (join a cluster). LR is not passed: the sweep picks it.
+PYTHON=${PYTHON:-.venv/bin/python}
+DATA_PATH=${DATA_PATH:-../shared/datasets}
+SEEDS=${SEEDS:-2020,2021,2022}
+JOBS=${JOBS:-1}
+LR=${LR:-0.005}
+STOP=${STOP:-10}
+C=benchmarks/configs
+# Model@label -> its config file (ablations, the KG-permutation control, options beyond the papers)
+VARIANT_CONFIGS="KGAT@kg-permuted=$C/kg_permuted.yaml,MultiKG4Rec@kg-permuted=$C/kg_permuted.yaml"
+VARIANT_CONFIGS="$VARIANT_CONFIGS,MultiKG4Rec@text=$C/mkg_text.yaml,MultiKG4Rec@visual=$C/mkg_visual.yaml"
+VARIANT_CONFIGS="$VARIANT_CONFIGS,MultiKG4Rec@oneway=$C/mkg_oneway.yaml,MultiKG4Rec@no-cross=$C/mkg_nocross.yaml"
+VARIANT_CONFIGS="$VARIANT_CONFIGS,MultiKG4Rec@fast=$C/mkg_fast.yaml,KGAT@light=$C/light.yaml,MultiKG4Rec@light=$C/light.yaml"
+VARIANT_CONFIGS="$VARIANT_CONFIGS,KGAT@sampled=$C/sampled.yaml,MultiKG4Rec@sampled=$C/sampled.yaml"
+
+# run_comparison DATASET [more run_recbole_mkg.py flags]: the side-by-side runner with the variables above
+run_comparison() {
+    local dataset=$1
+    shift
+    local budget=(--learning_rate="$LR")
+    if [ -n "${TUNE:-}" ]; then
+        budget=(--tune="$TUNE" --num_samples="${NUM_SAMPLES:-4}" --cpus_per_trial="${CPUS_PER_TRIAL:-1}"
+                --gpus_per_trial="${GPUS_PER_TRIAL:-0}")
+        if [ -n "${RAY_ADDRESS:-}" ]; then budget+=(--ray_address="$RAY_ADDRESS"); fi
+    fi
+    # shellcheck disable=SC2086  # EXTRA is a list of flags
+    exec "$PYTHON" run_recbole_mkg.py --model="$MODELS" --dataset="$dataset" --data_path="$DATA_PATH" \
+        --feature_dir="$FEATURE_DIR" --protocol=paper --seeds="$SEEDS" --results_dir="$RESULTS_DIR" \
+        --model_configs="$VARIANT_CONFIGS" --jobs="$JOBS" --epochs="$EPOCHS" --stopping_step="$STOP" \
+        "${budget[@]}" "$@" ${EXTRA:-}
+}

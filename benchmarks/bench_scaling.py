@@ -59,9 +59,10 @@ class _FakeDataset:
         return sp.coo_matrix((data, (self.row, self.col)), shape=self.shape)
 
 
-def child(size, steps, views, device, sample_sizes=None):
+def child(size, steps, views, device, sample_sizes=None, profile_to=None):
     """Run one size; print a JSON line of timings. ``sample_sizes``: mini-batched propagation over the
-    batch's sampled receptive field (``neighbour_sample_sizes``) instead of the full graph."""
+    batch's sampled receptive field (``neighbour_sample_sizes``) instead of the full graph. ``profile_to``:
+    also write a torch.profiler table of one more step to that file."""
     import numpy as np
     import torch
 
@@ -126,6 +127,15 @@ def child(size, steps, views, device, sample_sizes=None):
         step()
         times.append(time.perf_counter() - t)
     out["step_s"] = sorted(times)[len(times) // 2]
+    if profile_to:
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            step()
+        with atomic_open(profile_to) as f:
+            f.write(f"# one training step, {n_kg:,} KG triples, {views} view(s), {device}, "
+                    f"{torch.get_num_threads()} thread(s)\n")
+            f.write(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15) + "\n")
     t = time.perf_counter()
     with torch.no_grad():
         knowledge_aware_attention(ckg, embeddings[0].detach(), relation.detach(), trans_w.detach())
@@ -137,10 +147,10 @@ def child(size, steps, views, device, sample_sizes=None):
     print("RESULT " + json.dumps(out), flush=True)
 
 
-def run_capped(cmd, time_cap, memory_cap_gb):
+def run_capped(cmd, time_cap, memory_cap_gb, env=None):
     import psutil
 
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     start, peak, reason = time.time(), 0.0, None
     ps = psutil.Process(proc.pid)
     while proc.poll() is None:
@@ -181,25 +191,44 @@ def main(argv=None):
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--views", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--profile_to", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--sample_sizes", default=None,
                         help="e.g. 10,10,10: time mini-batched propagation with neighbour sampling "
                              "(neighbour_sample_sizes) instead of the full graph; results go to scaling_sampled_<device>")
+    parser.add_argument("--view_counts", default="1,2", help="1 (KGAT), 2 (Multi-KG4Rec) or both")
+    parser.add_argument("--profile", action="store_true",
+                        help="also profile one step per size: <out_dir>/scaling_profile_<size>_<views>v[_malloc_keep].txt")
+    parser.add_argument("--malloc_keep", action="store_true",
+                        help="run the children with glibc's MALLOC_MMAP_MAX_=0 and a 64 GB MALLOC_TRIM_THRESHOLD_: "
+                             "freed blocks stay in the heap for reuse instead of going back to the OS (blocks "
+                             "over 32 MB are otherwise mmap'ed and page-faulted anew at every allocation); "
+                             "results go to scaling_<device>_malloc_keep")
     parser.add_argument("--out_dir", default=os.path.join(HERE, "results"))
     args = parser.parse_args(argv)
     if args.child:
         sizes = [int(k) for k in args.sample_sizes.split(",")] if args.sample_sizes else None
-        child(float(args.child), args.steps, args.views, args.device, sizes)
+        child(float(args.child), args.steps, args.views, args.device, sizes, args.profile_to)
         return 0
     sizes = [int(float(s)) for s in args.sizes.split(",")]
+    view_counts = {int(v) for v in args.view_counts.split(",")}
+    env = dict(os.environ)
+    if args.malloc_keep:
+        env.update(MALLOC_MMAP_MAX_="0", MALLOC_TRIM_THRESHOLD_=str(64 << 30))
     rows = []
     for size in sizes:
         for views, label in ((1, "KGAT (1 view)"), (2, "Multi-KG4Rec (2 views)")):
+            if views not in view_counts:
+                continue
             cmd = [sys.executable, os.path.abspath(__file__), f"--child={size}", f"--views={views}",
                    f"--steps={args.steps}", f"--device={args.device}"]
             if args.sample_sizes:
                 cmd.append(f"--sample_sizes={args.sample_sizes}")
+            if args.profile:
+                os.makedirs(args.out_dir, exist_ok=True)
+                name = f"scaling_profile_{size:.0e}_{views}v{'_malloc_keep' if args.malloc_keep else ''}.txt"
+                cmd.append(f"--profile_to={os.path.join(args.out_dir, name)}")
             start = time.time()
-            result, capped = run_capped(cmd, args.time_cap, args.memory_cap_gb)
+            result, capped = run_capped(cmd, args.time_cap, args.memory_cap_gb, env)
             row = {"size": size, "views": views, "model": label, "wall_s": round(time.time() - start, 1),
                    "capped": capped, **(result or {})}
             rows.append(row)
@@ -207,13 +236,15 @@ def main(argv=None):
     os.makedirs(args.out_dir, exist_ok=True)
     report = {"date": time.strftime("%Y-%m-%d %H:%M"), "device": args.device, "cpu_count": os.cpu_count(),
               "steps": args.steps, "time_cap_s": args.time_cap, "memory_cap_gb": args.memory_cap_gb,
-              "sample_sizes": args.sample_sizes, "rows": rows, "exponents": {}}
+              "sample_sizes": args.sample_sizes, "malloc_keep": args.malloc_keep, "rows": rows, "exponents": {}}
     mode = (f"mini-batched propagation over each batch's sampled receptive field (neighbour_sample_sizes "
             f"[{args.sample_sizes}])" if args.sample_sizes else "full-graph propagation")
     lines = [f"# Scaling on generated graphs ({report['date']}, {args.device}, {os.cpu_count()} cores)", "",
              f"Time per training step of the propagation core, {mode} (3 Bi-Interaction layers 64/32/16 + BPR "
              "batch 2048 + backward + Adam), median of "
-             f"{args.steps}; caps {args.time_cap:.0f} s and {args.memory_cap_gb} GB RSS per size.", "",
+             f"{args.steps}; caps {args.time_cap:.0f} s and {args.memory_cap_gb} GB RSS per size"
+             + ("; glibc malloc keeps freed memory (MALLOC_MMAP_MAX_=0, MALLOC_TRIM_THRESHOLD_=64 GB)."
+                if args.malloc_keep else "."), "",
              "| KG triples | CKG edges | model | graph build s | BFS build s | step s | attention s | peak RSS MB | note |",
              "|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
@@ -232,7 +263,8 @@ def main(argv=None):
             report["exponents"][views] = b
             lines.append(f"Fitted growth exponent (step time ~ edges^b, sizes with >= 1e5 edges), {views} view(s): "
                          f"b = {b:.2f}")
-    base = os.path.join(args.out_dir, f"scaling_{'sampled_' if args.sample_sizes else ''}{args.device}")
+    base = os.path.join(args.out_dir, f"scaling_{'sampled_' if args.sample_sizes else ''}{args.device}"
+                        f"{'_malloc_keep' if args.malloc_keep else ''}")
     atomic_write_json(base + ".json", report)
     with atomic_open(base + ".md") as f:
         f.write("\n".join(lines) + "\n")

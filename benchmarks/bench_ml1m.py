@@ -63,7 +63,7 @@ def synthetic_features(data_path, out_dir, seed=0):
 
 def config_dict(args, feature_dir):
     cfg = {"data_path": args.data_path, "use_gpu": args.device == "cuda", "show_progress": False, "state": "ERROR",
-           "train_batch_size": args.batch_size, "eval_batch_size": 4096, "epochs": 1, "seed": 2020,
+           "train_batch_size": args.batch_size, "epochs": 1, "seed": 2020,  # eval_batch_size: the plugin default
            "checkpoint_dir": os.path.join(ROOT, "saved", "bench"), "feature_dir": feature_dir,
            "feature_files": {"text": "text.feat", "visual": "visual.feat"},
            "feature_cache_dir": os.path.join(ROOT, "saved", "feature_cache")}

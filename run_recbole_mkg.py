@@ -61,6 +61,10 @@ def parse_args(argv=None):
                       "or --seeds: the equal-budget comparison, a folder of <Model>.test files (or one file for all)")
     tune.add_argument("--num_samples", type=int, default=10, help="trials to sample (per grid point)")
     tune.add_argument("--scheduler", type=str, default="asha", help="asha | fifo")
+    tune.add_argument("--sampler", type=str, default=None,
+                      help="random (Ray's draws; a single sweep's default) | stratified (one trial per stratum of "
+                           "each continuous parameter, choices balanced; the equal-budget comparison's default)")
+    tune.add_argument("--tune_seed", type=int, default=2020, help="seed of the trials' draws")
     tune.add_argument("--grace_period", type=int, default=1, help="ASHA: epochs before a trial may be stopped")
     tune.add_argument("--reduction_factor", type=float, default=2, help="ASHA reduction factor")
     tune.add_argument("--cpus_per_trial", type=float, default=1)
@@ -108,7 +112,8 @@ def main(argv=None):
     tune_options = dict(scheduler=args.scheduler, grace_period=args.grace_period,
                         reduction_factor=args.reduction_factor, cpus_per_trial=args.cpus_per_trial,
                         gpus_per_trial=args.gpus_per_trial, max_concurrent=args.max_concurrent,
-                        ray_address=args.ray_address, resume=not args.no_resume)
+                        ray_address=args.ray_address, resume=not args.no_resume, sampler=args.sampler,
+                        tune_seed=args.tune_seed)
     if args.tune and (len(models) > 1 or args.seeds):
         # the fair comparison: the same tuning budget per model on one split, then the side-by-side runs
         from recbole_mkg.compare import tune_and_compare
@@ -123,12 +128,9 @@ def main(argv=None):
     if args.tune:
         from recbole_mkg.tune import run_tune
 
+        tune_options["sampler"] = tune_options["sampler"] or "random"
         return run_tune(models[0], args.dataset, args.tune, config_file_list=config_files, config_dict=overrides,
-                        num_samples=args.num_samples, scheduler=args.scheduler, grace_period=args.grace_period,
-                        reduction_factor=args.reduction_factor, cpus_per_trial=args.cpus_per_trial,
-                        gpus_per_trial=args.gpus_per_trial, max_concurrent=args.max_concurrent,
-                        ray_address=args.ray_address, tune_dir=args.tune_dir, name=args.tune_name,
-                        resume=not args.no_resume)
+                        num_samples=args.num_samples, tune_dir=args.tune_dir, name=args.tune_name, **tune_options)
 
     if len(models) > 1 or args.seeds:
         from recbole_mkg.compare import compare, parse_epoch_caps

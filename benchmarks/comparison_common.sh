@@ -7,7 +7,8 @@
 #   * one configuration per model (default): LR (0.005) for every model, each model's own defaults otherwise;
 #   * TUNE=benchmarks/spaces: the equal tuning budget, NUM_SAMPLES (4) trials x EPOCHS per model on the
 #     validation split (ASHA), then every model's best configuration with SEEDS; CPUS_PER_TRIAL (1),
-#     GPUS_PER_TRIAL (0), RAY_ADDRESS (join a cluster). LR is not passed: the sweep picks it.
+#     GPUS_PER_TRIAL (0), RAY_ADDRESS (join a cluster), SAMPLER (stratified by default, or random).
+#     LR is not passed: the sweep picks it.
 PYTHON=${PYTHON:-.venv/bin/python}
 DATA_PATH=${DATA_PATH:-../shared/datasets}
 SEEDS=${SEEDS:-2020,2021,2022}
@@ -19,6 +20,7 @@ C=benchmarks/configs
 VARIANT_CONFIGS="KGAT@kg-permuted=$C/kg_permuted.yaml,MultiKG4Rec@kg-permuted=$C/kg_permuted.yaml"
 VARIANT_CONFIGS="$VARIANT_CONFIGS,MultiKG4Rec@text=$C/mkg_text.yaml,MultiKG4Rec@visual=$C/mkg_visual.yaml"
 VARIANT_CONFIGS="$VARIANT_CONFIGS,MultiKG4Rec@oneway=$C/mkg_oneway.yaml,MultiKG4Rec@no-cross=$C/mkg_nocross.yaml"
+VARIANT_CONFIGS="$VARIANT_CONFIGS,MultiKG4Rec@none=$C/mkg_none.yaml"
 VARIANT_CONFIGS="$VARIANT_CONFIGS,MultiKG4Rec@fast=$C/mkg_fast.yaml,KGAT@light=$C/light.yaml,MultiKG4Rec@light=$C/light.yaml"
 VARIANT_CONFIGS="$VARIANT_CONFIGS,KGAT@sampled=$C/sampled.yaml,MultiKG4Rec@sampled=$C/sampled.yaml"
 
@@ -31,6 +33,7 @@ run_comparison() {
         budget=(--tune="$TUNE" --num_samples="${NUM_SAMPLES:-4}" --cpus_per_trial="${CPUS_PER_TRIAL:-1}"
                 --gpus_per_trial="${GPUS_PER_TRIAL:-0}")
         if [ -n "${RAY_ADDRESS:-}" ]; then budget+=(--ray_address="$RAY_ADDRESS"); fi
+        if [ -n "${SAMPLER:-}" ]; then budget+=(--sampler="$SAMPLER"); fi
     fi
     # shellcheck disable=SC2086  # EXTRA is a list of flags
     exec "$PYTHON" run_recbole_mkg.py --model="$MODELS" --dataset="$dataset" --data_path="$DATA_PATH" \

@@ -466,7 +466,9 @@ def tune_and_compare(models, dataset, spaces, seeds=(2020,), config_file_list=No
     seeds = [int(s) for s in seeds]
     results_dir = os.path.abspath(results_dir or os.path.join("results", dataset))
     model_config_files = {k: ([v] if isinstance(v, str) else list(v)) for k, v in (model_config_files or {}).items()}
-    tune_options = dict(tune_options or {})
+    # the equal budget's default sampler is the stratified one: no model's sweep left to the luck of its draws
+    tune_options = {k: v for k, v in dict(tune_options or {}).items() if v is not None}
+    tune_options.setdefault("sampler", "stratified")
     base_models = list(dict.fromkeys(model_of(m) for m in models))
     spaces_of = {b: space_file_for(spaces, b) for b in base_models}  # every space exists before any work
     config_file_list = [os.path.abspath(p) for p in (config_file_list or [])]
@@ -537,9 +539,21 @@ def _tuned_config(base, dataset, space, num_samples, tune_root, budget, files, o
             f"parameters are unknown (shown as '-'); {best} is used as it is. Delete {os.path.dirname(best)} "
             f"to sweep {base} again.")
     budget["models"][base] = {"space": space, "epochs_cap": cap, "trials_run": _count_trials(os.path.dirname(best)),
+                              "sampler": _sweep_sampler(os.path.dirname(best)),
                               "best_config": best, "best_valid": best_info.get("best_valid"),
                               "best_params": best_info.get("params")}
     return best
+
+
+def _sweep_sampler(sweep_dir):
+    """``random`` / ``stratified`` as the sweep recorded it (``None``: a sweep from before the record)."""
+    from recbole_mkg.tune import SWEEP_RECORD
+
+    try:
+        with open(os.path.join(sweep_dir, SWEEP_RECORD), encoding="utf-8") as f:
+            return json.load(f).get("sampler")
+    except (OSError, ValueError):
+        return None
 
 
 def _count_trials(sweep_dir):
@@ -560,14 +574,16 @@ def _budget_lines(results_dir, models):
     lines = ["", f"Tuning budget (equal for every model): {budget['trials_per_model']} trials x "
                  f"{cap if cap is not None else 'UNEQUAL'} epochs per trial, {budget['scheduler']} scheduler, "
                  f"selection on the {budget['selection']}; each entry runs its base model's best config.", "",
-             "| model | trials run | epoch cap | best valid | best params | search space |", "|---|---|---|---|---|---|"]
+             "| model | trials run | epoch cap | sampler | best valid | best params | search space |",
+             "|---|---|---|---|---|---|---|"]
     for base, b in budget["models"].items():
         if not any(model_of(m) == base for m in models):
             continue
         valid = b.get("best_valid")
         valid = f"{valid:.4f}" if isinstance(valid, (int, float)) else "-"
         params = ", ".join(f"{k}={_short(v)}" for k, v in sorted((b.get("best_params") or {}).items()))
-        lines.append(f"| {base} | {b.get('trials_run')} | {b['epochs_cap']} | {valid} | {params} | "
+        sampler = b.get("sampler") or "random (not recorded)"
+        lines.append(f"| {base} | {b.get('trials_run')} | {b['epochs_cap']} | {sampler} | {valid} | {params} | "
                      f"{os.path.basename(b['space'])} |")
     return lines
 

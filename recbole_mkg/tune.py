@@ -21,6 +21,11 @@
       layers: {grid: [[64, 32], [64, 32, 16]]}
       reg_weight: 1.0e-5                      # a scalar is fixed
 
+* **Sampler**: ``--sampler=random`` (Ray's independent draws, seeded by ``--tune_seed``) or ``stratified``
+  (:mod:`recbole_mkg.tune_sampling`: one trial in each of ``num_samples`` strata of every continuous
+  parameter, choices balanced; models sharing a parameter line get the same values of it). The
+  equal-budget comparison uses ``stratified`` unless told otherwise. The sweep's sampler, seed and trials
+  are kept in ``sweep.json``; a resumed sweep reads them back.
 * **Trials** run :func:`_trainable` (train with RecBole's trainer, ``tune.report`` of the validation metric
   after every validation, so ASHA stops bad trials early; then the test metrics of the best epoch).
   Resources per trial: ``cpus_per_trial``, fractional ``gpus_per_trial`` (the trial trains on the GPU Ray
@@ -148,6 +153,19 @@ def parse_search_space(path):
 
 
 # ---- the trial -------------------------------------------------------------------------------------
+#: the one tuned key of a stratified sweep: the trial's index in the sweep's list of trials
+TRIAL_INDEX = "stratified_trial"
+
+
+def _trial_params(config, points):
+    """A trial's parameters: its config, or the stratified trial its index names (Ray would take a list
+    value of a preset trial for nested keys, so a stratified sweep grid-searches the index instead)."""
+    if TRIAL_INDEX not in config:
+        return dict(config)
+    rest = {k: v for k, v in config.items() if k != TRIAL_INDEX}
+    return {**rest, **points[int(config[TRIAL_INDEX])]}
+
+
 def _trainable(params, setup=None):
     """One trial: train, ``tune.report`` after every validation, then report the test metrics."""
     import recbole_mkg  # noqa: F401  (compatibility fixes, in the Ray worker process)
@@ -158,7 +176,7 @@ def _trainable(params, setup=None):
     from recbole_mkg.quick_start import build
 
     config_dict = dict(setup["config_dict"])
-    config_dict.update(params)
+    config_dict.update(_trial_params(params, setup.get("points")))
     trial_dir = tune.get_context().get_trial_dir() or os.getcwd()
     config_dict.setdefault("checkpoint_dir", os.path.join(trial_dir, "checkpoints"))
     config_dict.setdefault("show_progress", False)
@@ -237,7 +255,7 @@ def start_ray(ray_address=None, num_cpus=None, gpus_per_trial=0):
 def run_tune(model, dataset, space_file, config_file_list=None, config_dict=None, num_samples=10,
              scheduler="asha", grace_period=1, reduction_factor=2, cpus_per_trial=1, gpus_per_trial=0,
              max_concurrent=None, ray_address=None, tune_dir=None, name=None, resume=True, num_cpus=None,
-             log=print):
+             sampler="random", tune_seed=2020, log=print):
     """Run (or resume) a sweep; write the trial table, the best config and its test metrics.
 
     Args:
@@ -245,6 +263,10 @@ def run_tune(model, dataset, space_file, config_file_list=None, config_dict=None
         space_file (str): search-space file (see the module docstring).
         config_file_list, config_dict: fixed settings of every trial.
         num_samples (int): trials to sample (each grid point ``num_samples`` times).
+        sampler (str): ``random`` (Ray's independent draws) or ``stratified`` (one trial per stratum of
+            every continuous parameter, choices balanced: :mod:`recbole_mkg.tune_sampling`).
+        tune_seed (int): seed of the draws (a sweep is reproducible; with ``stratified``, models sharing a
+            parameter line get the same values of it).
         scheduler (str): ``asha`` (default: stops trials whose validation metric lags, checked after
             every epoch) or ``fifo`` (every trial runs to its end).
         cpus_per_trial, gpus_per_trial (float): resources per trial; GPUs may be fractional (0.5: two
@@ -262,7 +284,9 @@ def run_tune(model, dataset, space_file, config_file_list=None, config_dict=None
     import ray
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.search import BasicVariantGenerator
 
+    from recbole_mkg.atomic_io import atomic_write_json
     from recbole_mkg.config import Config
 
     config_file_list = [os.path.abspath(p) for p in (config_file_list or [])]
@@ -278,10 +302,16 @@ def run_tune(model, dataset, space_file, config_file_list=None, config_dict=None
     path = os.path.join(storage, name)
     os.makedirs(storage, exist_ok=True)
 
+    if resume and os.path.isfile(os.path.join(path, SWEEP_RECORD)):
+        with open(os.path.join(path, SWEEP_RECORD), encoding="utf-8") as f:
+            record = json.load(f)  # a resumed sweep keeps its own sampler and trials
+    else:
+        record = _sweep_record(space, num_samples, sampler, tune_seed)
+    points = record.get("points")
     started = start_ray(ray_address, num_cpus, gpus_per_trial)
     try:
         setup = {"model": model, "dataset": dataset, "config_file_list": config_file_list, "config_dict": base,
-                 "gpus_per_trial": float(gpus_per_trial)}
+                 "gpus_per_trial": float(gpus_per_trial), "points": points}
         trainable = tune.with_resources(tune.with_parameters(_trainable, setup=setup),
                                         {"cpu": float(cpus_per_trial), "gpu": float(gpus_per_trial)})
         if resume and tune.Tuner.can_restore(path):
@@ -296,21 +326,51 @@ def run_tune(model, dataset, space_file, config_file_list=None, config_dict=None
                 sched = FIFOScheduler()
             else:
                 raise ValueError(f"--scheduler={scheduler!r}: use asha or fifo")
+            if points is None:
+                param_space, trials = space, num_samples
+            else:  # the fixed values, and the index of the stratified trial
+                param_space = {k: v for k, v in space.items() if not _is_tuned(v)}
+                param_space[TRIAL_INDEX] = tune.grid_search(list(range(len(points))))
+                trials = 1
             tuner = tune.Tuner(
                 trainable,
-                param_space=space,
-                tune_config=tune.TuneConfig(metric=SCORE, mode=mode, scheduler=sched, num_samples=num_samples,
-                                            max_concurrent_trials=max_concurrent),
+                param_space=param_space,
+                tune_config=tune.TuneConfig(metric=SCORE, mode=mode, scheduler=sched, num_samples=trials,
+                                            max_concurrent_trials=max_concurrent,
+                                            search_alg=BasicVariantGenerator(random_state=record["seed"])),
                 run_config=tune.RunConfig(name=name, storage_path=storage, verbose=0,
                                           failure_config=tune.FailureConfig(max_failures=0, fail_fast=False)),
             )
+            atomic_write_json(os.path.join(path, SWEEP_RECORD), record)
         start = time.time()
         grid = tuner.fit()
         log(f"[tune] sweep finished in {time.time() - start:.1f} s")
-        return _write_outputs(grid, path, base, space, metric_name, mode, probe, log)
+        return _write_outputs(grid, path, base, space, metric_name, mode, probe, log, points)
     finally:
         if started:
             ray.shutdown()
+
+
+#: the sweep's sampler, seed and (stratified) trials, in its folder: a resumed sweep reads them back
+SWEEP_RECORD = "sweep.json"
+
+
+def _is_tuned(value):
+    from ray.tune.search import sample
+
+    return isinstance(value, sample.Domain) or (isinstance(value, dict) and "grid_search" in value)
+
+
+def _sweep_record(space, num_samples, sampler, seed):
+    from recbole_mkg.tune_sampling import SAMPLERS, stratified_trials
+
+    if sampler not in SAMPLERS:
+        raise ValueError(f"--sampler={sampler!r}: use one of {', '.join(SAMPLERS)}")
+    seed = 2020 if seed is None else int(seed)
+    record = {"sampler": sampler, "seed": seed, "num_samples": int(num_samples)}
+    if sampler == "stratified":
+        record["points"] = stratified_trials(space, num_samples, seed)
+    return record
 
 
 def _saved_params(trial_path):
@@ -322,14 +382,14 @@ def _saved_params(trial_path):
         return {}
 
 
-def _write_outputs(grid, path, base, space, metric_name, mode, probe, log):
+def _write_outputs(grid, path, base, space, metric_name, mode, probe, log, points=None):
     from recbole_mkg.atomic_io import atomic_write_json, atomic_write_text
 
     tuned = sorted(space)
     rows = []
     for result in grid:
         metrics = result.metrics or {}
-        trial_config = result.config or _saved_params(result.path)
+        trial_config = _trial_params(result.config or _saved_params(result.path), points)
         params = {k: trial_config.get(k) for k in tuned}
         history = result.metrics_dataframe
         best = None

@@ -85,7 +85,10 @@ def test_equal_budget_comparison_tunes_every_model_on_the_split_then_runs_the_be
     spaces = tmp_path / "spaces"
     spaces.mkdir()
     (spaces / "BPR.test").write_text("learning_rate choice [0.02,0.0001]\n")
-    (spaces / "KGAT.test").write_text("learning_rate choice [0.02,0.0001]\nmess_dropout choice [0.0,0.2]\n")
+    # a list-valued choice: the stratified sampler must hand it over whole (Ray reads list values of preset
+    # trials as nested keys)
+    (spaces / "KGAT.test").write_text("learning_rate choice [0.02,0.0001]\nmess_dropout choice [0.0,0.2]\n"
+                                      "layers choice [[16],[16,8]]\n")
     variant = tmp_path / "no_dropout.yaml"
     variant.write_text("mess_dropout: 0.0\n")
     out, logs = tmp_path / "out", []
@@ -99,6 +102,9 @@ def test_equal_budget_comparison_tunes_every_model_on_the_split_then_runs_the_be
     for model in ("BPR", "KGAT"):
         b = budget["models"][model]
         assert b["trials_run"] == 2 and 0 <= b["best_valid"] <= 1
+        assert b["sampler"] == "stratified"  # the equal budget's default: each choice value once in 2 trials
+        trials = open(out / "tune" / model / "trials.csv").read()
+        assert trials.count(",0.02,") == 1 and trials.count(",0.0001,") == 1, trials
         # every trial trained on the saved split
         trial = yaml.safe_load(open(b["best_config"]))
         assert trial["data_path"] == str(out / "split") and trial["benchmark_filename"] == ["train", "valid", "test"]
@@ -112,7 +118,9 @@ def test_equal_budget_comparison_tunes_every_model_on_the_split_then_runs_the_be
     assert records["BPR"]["config"]["learning_rate"] == budget["models"]["BPR"]["best_params"]["learning_rate"]
     table = open(out / "results.md").read()
     assert "Tuning budget (equal for every model): 2 trials x 2 epochs per trial" in table
-    assert "| KGAT | 2 | 2 |" in table
+    assert "| KGAT | 2 | 2 | stratified |" in table
+    kgat_trials = open(out / "tune" / "KGAT" / "trials.csv").read()
+    assert "[16]" in kgat_trials and "[16, 8]" in kgat_trials
     # a second sitting reuses the sweeps and the runs; a sweep folder without its best.json (made or edited
     # by hand) still counts, with its record shown as unknown
     (out / "tune" / "KGAT" / "best.json").unlink()
@@ -126,7 +134,7 @@ def test_equal_budget_comparison_tunes_every_model_on_the_split_then_runs_the_be
     assert any("best.json is missing" in line and "KGAT" in line for line in logs)
     budget = json.load(open(out / "tuning_budget.json"))
     assert budget["models"]["KGAT"]["best_valid"] is None and budget["models"]["BPR"]["best_valid"] is not None
-    assert "| KGAT | 2 | 2 | - |" in open(out / "results.md").read()
+    assert "| KGAT | 2 | 2 | stratified | - |" in open(out / "results.md").read()
 
 
 def test_equal_budget_comparison_needs_a_space_for_every_model(tiny_root, tmp_path):
@@ -139,3 +147,95 @@ def test_equal_budget_comparison_needs_a_space_for_every_model(tiny_root, tmp_pa
         tune_and_compare(["BPR", "KGAT"], "mkg-tiny", str(spaces), config_dict=tiny_config(tiny_root),
                          results_dir=str(tmp_path / "out"))
     assert not (tmp_path / "out").exists()  # nothing was split or run
+
+
+def _space(tmp_path, text, name="space.test"):
+    path = tmp_path / name
+    path.write_text(text)
+    return parse_search_space(str(path))
+
+
+def test_stratified_trials_cover_every_stratum_and_balance_choices(tmp_path):
+    from recbole_mkg.tune_sampling import stratified_trials
+
+    space = _space(tmp_path, "learning_rate loguniform -9.21,-4.61\nreg_weight choice [1e-5,1e-4,1e-3]\n"
+                             "dropout quniform 0,0.5,0.1\nn_layers randint 1,4\nlayers grid [[8],[8,8]]\n")
+    trials = stratified_trials(space, 4, seed=7)
+    assert len(trials) == 8  # 2 grid points x 4
+    for layers in ([8], [8, 8]):
+        group = [t for t in trials if t["layers"] == layers]
+        assert len(group) == 4
+        # one learning rate in each quarter of [1e-4, 1e-2] in log space
+        strata = sorted(int((math.log(t["learning_rate"]) + 9.21) / (9.21 - 4.61) * 4) for t in group)
+        assert strata == [0, 1, 2, 3]
+        counts = sorted(sum(t["reg_weight"] == v for t in group) for v in (1e-5, 1e-4, 1e-3))
+        assert counts == [1, 1, 2]
+        # rounded to the step; one per stratum of [0, 0.5]; randint's upper bound excluded
+        assert all(abs(t["dropout"] * 10 - round(t["dropout"] * 10)) < 1e-9 for t in group)
+        assert all(t["n_layers"] in (1, 2, 3) for t in group)
+    assert [t["learning_rate"] for t in trials[:4]] == [t["learning_rate"] for t in trials[4:]]
+    assert stratified_trials(space, 4, seed=7) == trials  # reproducible
+    assert stratified_trials(space, 4, seed=8) != trials
+
+
+def test_stratified_trials_give_models_sharing_a_line_the_same_values(tmp_path):
+    from recbole_mkg.tune_sampling import stratified_trials
+
+    lr = "learning_rate loguniform -9.21,-4.61\n"
+    bpr = stratified_trials(_space(tmp_path, lr, "BPR.test"), 4)
+    kgat = stratified_trials(_space(tmp_path, lr + "mess_dropout choice [0.0,0.1,0.3]\nreg_weight uniform 0,1\n",
+                                    "KGAT.test"), 4)
+    assert [t["learning_rate"] for t in bpr] == [t["learning_rate"] for t in kgat]
+    assert len({t["learning_rate"] for t in bpr}) == 4
+
+
+def test_stratified_sampler_rejects_what_it_cannot_stratify(tmp_path):
+    from ray import tune
+
+    from recbole_mkg.tune_sampling import stratified_trials
+
+    with pytest.raises(ValueError, match="'x'.*Normal.*--sampler=random"):
+        stratified_trials({"x": tune.randn(0, 1)}, 4)
+    with pytest.raises(ValueError, match="at least 1"):
+        stratified_trials(_space(tmp_path, "learning_rate uniform 0,1\n"), 0)
+    with pytest.raises(ValueError, match="--sampler='latin'"):
+        run_tune("BPR", "mkg-tiny", str(tmp_path / "space.test"), num_samples=2, sampler="latin",
+                 tune_dir=str(tmp_path / "tune"))
+
+
+def test_stratified_sweep_runs_its_trials_and_keeps_them_when_resumed(tiny_root, tmp_path):
+    from recbole_mkg.tune_sampling import stratified_trials
+
+    space = tmp_path / "hyper.test"
+    space.write_text("learning_rate loguniform -6,-3\nembedding_size choice [8,16]\n")
+    config = tiny_config(tiny_root, epochs=1)
+    config.pop("checkpoint_dir")
+    expected = stratified_trials(parse_search_space(str(space)), 2, seed=11)
+    out = run_tune("BPR", "mkg-tiny", str(space), config_dict=config, num_samples=2, scheduler="fifo",
+                   tune_dir=str(tmp_path / "tune"), num_cpus=2, sampler="stratified", tune_seed=11, log=lambda _: None)
+    key = lambda p: (p["embedding_size"], p["learning_rate"])  # noqa: E731
+    assert sorted(map(key, (t["params"] for t in out["trials"]))) == sorted(map(key, expected))
+    assert all(t["status"] == "finished" for t in out["trials"])
+    record = json.load(open(f"{out['path']}/sweep.json"))
+    assert record["sampler"] == "stratified" and record["seed"] == 11 and len(record["points"]) == 2
+    assert yaml.safe_load(open(out["best_config"]))["learning_rate"] in {p["learning_rate"] for p in expected}
+    logs = []  # resumed with other flags: the sweep keeps its own sampler and trials
+    again = run_tune("BPR", "mkg-tiny", str(space), config_dict=config, num_samples=2, tune_dir=str(tmp_path / "tune"),
+                     num_cpus=2, sampler="random", tune_seed=1, log=logs.append)
+    assert any(line.startswith("[tune] resuming") for line in logs)
+    assert sorted(map(key, (t["params"] for t in again["trials"]))) == sorted(map(key, expected))
+
+
+def test_cli_hands_the_sampler_to_the_sweep_and_the_comparison(monkeypatch):
+    import recbole_mkg.compare
+    import recbole_mkg.tune
+    import run_recbole_mkg
+
+    calls = {}
+    monkeypatch.setattr(recbole_mkg.tune, "run_tune", lambda *a, **kw: calls.setdefault("sweep", kw))
+    monkeypatch.setattr(recbole_mkg.compare, "tune_and_compare", lambda *a, **kw: calls.setdefault("compare", kw))
+    run_recbole_mkg.main(["--model=BPR", "--tune=space.test", "--num_samples=3"])
+    assert calls["sweep"]["sampler"] == "random" and calls["sweep"]["tune_seed"] == 2020  # a sweep: Ray's draws
+    run_recbole_mkg.main(["--model=BPR,KGAT", "--tune=spaces", "--sampler=stratified", "--tune_seed=5"])
+    assert calls["compare"]["tune_options"]["sampler"] == "stratified"
+    assert calls["compare"]["tune_options"]["tune_seed"] == 5

@@ -28,6 +28,7 @@ Flags mirror RecBole's run_recbole.py: --model, --dataset, --config_files (space
 --key=value config override.
 """
 import argparse
+import os
 import sys
 
 
@@ -39,7 +40,7 @@ def parse_args(argv=None):
     # allow_abbrev=False: --seed=... is a config override, not an abbreviation of --seeds
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                      allow_abbrev=False)
-    parser.add_argument("--model", "-m", type=str, default="MultiKG4Rec",
+    parser.add_argument("--model", "-m", type=str, default=None,
                         help="model name (plugin or RecBole); a comma-separated list runs them side by side; "
                              "Model@label is a named variant (give it a file with --model_configs)")
     parser.add_argument("--dataset", "-d", type=str, default="mkg-demo", help="dataset name")
@@ -55,6 +56,9 @@ def parse_args(argv=None):
     side.add_argument("--split_seed", type=int, default=None, help="seed of the one saved split (default: the saved split's, else the first seed)")
     side.add_argument("--run_timeout", type=float, default=None, help="seconds per (model, seed) run")
     side.add_argument("--jobs", type=int, default=1, help="(model, seed) runs at once (timings then share the machine)")
+    side.add_argument("--summarise", action="store_true",
+                      help="no training: rewrite --results_dir's tables, chart and curves from the runs it holds "
+                           "(every model there, or those of --model, in that order; every seed, or those of --seeds)")
     # Ray Tune
     tune = parser.add_argument_group("Ray Tune sweep")
     tune.add_argument("--tune", type=str, default=None, help="search-space file (RecBole params syntax, YAML or JSON); with several models "
@@ -103,7 +107,14 @@ def _model_configs(text):
 
 def main(argv=None):
     args, config_files, overrides = parse_args(argv)
-    models = [m.strip() for m in args.model.split(",") if m.strip()]
+    if args.summarise:
+        from recbole_mkg.compare import summarise
+
+        if not args.results_dir or not os.path.isdir(os.path.join(args.results_dir, "runs")):
+            raise SystemExit(f"--summarise needs --results_dir=<a results folder with runs/>, got {args.results_dir!r}")
+        chosen = [m.strip() for m in args.model.split(",") if m.strip()] if args.model else None
+        return summarise(args.results_dir, chosen, _int_list(args.seeds) if args.seeds else None)
+    models = [m.strip() for m in (args.model or "MultiKG4Rec").split(",") if m.strip()]
     if args.protocol:
         from recbole_mkg.compare import protocol_file
 

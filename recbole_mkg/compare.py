@@ -481,8 +481,18 @@ def tune_and_compare(models, dataset, spaces, seeds=(2020,), config_file_list=No
     on_split.setdefault("checkpoint_dir", os.path.join(results_dir, "tune", "checkpoints"))
 
     tune_root = os.path.join(results_dir, "tune")
+    budget_path = os.path.join(results_dir, "tuning_budget.json")
+    # earlier sittings' models stay in the record: a folder fills up over several invocations
+    earlier = {}
+    if os.path.isfile(budget_path):
+        with open(budget_path, encoding="utf-8") as f:
+            record = json.load(f)
+        earlier = record.get("models", {})
+        for b in earlier.values():  # records from before the per-model number of trials
+            b.setdefault("trials", record.get("trials_per_model"))
     budget = {"trials_per_model": int(num_samples), "scheduler": tune_options.get("scheduler", "asha"),
-              "selection": "validation split of the saved split", "models": {}}
+              "selection": "validation split of the saved split",
+              "models": {m: b for m, b in earlier.items() if m not in base_models}}
     tuned_files = {}
     todo = [b for b in base_models if not os.path.isfile(os.path.join(tune_root, b, "best_config.yaml"))]
     started = todo and start_ray(tune_options.get("ray_address"), tune_options.get("num_cpus"),
@@ -498,12 +508,14 @@ def tune_and_compare(models, dataset, spaces, seeds=(2020,), config_file_list=No
             import ray
 
             ray.shutdown()
-    caps = {b["epochs_cap"] for b in budget["models"].values()}
-    budget["epochs_cap_per_trial"] = caps.pop() if len(caps) == 1 else None
-    if budget["epochs_cap_per_trial"] is None:
-        log("[tune+compare] WARNING: the models' epoch caps differ, so the tuning budget is not equal: "
-            + ", ".join(f"{m}: {b['epochs_cap']}" for m, b in budget["models"].items()))
-    atomic_write_json(os.path.join(results_dir, "tuning_budget.json"), budget)
+    for field, top, what in (("epochs_cap", "epochs_cap_per_trial", "epoch caps"),
+                             ("trials", "trials_per_model", "numbers of trials")):
+        values = {b.get(field) for b in budget["models"].values()}
+        budget[top] = values.pop() if len(values) == 1 else None
+        if budget[top] is None:
+            log(f"[tune+compare] WARNING: the models' {what} differ, so the tuning budget is not equal: "
+                + ", ".join(f"{m}: {b.get(field)}" for m, b in budget["models"].items()))
+    atomic_write_json(budget_path, budget)
 
     # a base model: its own files (already used by its sweep), then its tuned values; a variant: its base
     # model's tuned values, then the variant's files (e.g. modalities: [text]), which win
@@ -538,22 +550,23 @@ def _tuned_config(base, dataset, space, num_samples, tune_root, budget, files, o
         log(f"[tune+compare] WARNING: {info_path} is missing, so {base}'s best validation value and tuned "
             f"parameters are unknown (shown as '-'); {best} is used as it is. Delete {os.path.dirname(best)} "
             f"to sweep {base} again.")
+    record = _sweep_record(os.path.dirname(best))
     budget["models"][base] = {"space": space, "epochs_cap": cap, "trials_run": _count_trials(os.path.dirname(best)),
-                              "sampler": _sweep_sampler(os.path.dirname(best)),
+                              "trials": record.get("num_samples", num_samples), "sampler": record.get("sampler"),
                               "best_config": best, "best_valid": best_info.get("best_valid"),
                               "best_params": best_info.get("params")}
     return best
 
 
-def _sweep_sampler(sweep_dir):
-    """``random`` / ``stratified`` as the sweep recorded it (``None``: a sweep from before the record)."""
+def _sweep_record(sweep_dir):
+    """The sweep's own record (sampler, seed, number of samples); ``{}`` for a sweep from before it."""
     from recbole_mkg.tune import SWEEP_RECORD
 
     try:
         with open(os.path.join(sweep_dir, SWEEP_RECORD), encoding="utf-8") as f:
-            return json.load(f).get("sampler")
+            return json.load(f)
     except (OSError, ValueError):
-        return None
+        return {}
 
 
 def _count_trials(sweep_dir):
@@ -570,8 +583,9 @@ def _budget_lines(results_dir, models):
         return []
     with open(path, encoding="utf-8") as f:
         budget = json.load(f)
-    cap = budget.get("epochs_cap_per_trial")
-    lines = ["", f"Tuning budget (equal for every model): {budget['trials_per_model']} trials x "
+    cap, trials = budget.get("epochs_cap_per_trial"), budget.get("trials_per_model")
+    equal = "equal for every model" if cap is not None and trials is not None else "NOT EQUAL"
+    lines = ["", f"Tuning budget ({equal}): {trials if trials is not None else 'UNEQUAL'} trials x "
                  f"{cap if cap is not None else 'UNEQUAL'} epochs per trial, {budget['scheduler']} scheduler, "
                  f"selection on the {budget['selection']}; each entry runs its base model's best config.", "",
              "| model | trials run | epoch cap | sampler | best valid | best params | search space |",

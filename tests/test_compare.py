@@ -55,6 +55,24 @@ def test_every_model_and_seed_ran_on_one_split(comparison):
     assert cfg["seed"] == 2021 and cfg["model"] == "BPR" and cfg["valid_metric"] == "NDCG@20"
 
 
+def test_summarise_rewrites_the_tables_from_the_runs_without_training(comparison, tmp_path):
+    import shutil
+
+    import run_recbole_mkg
+
+    out, _, _ = comparison
+    copy = tmp_path / "copy"
+    shutil.copytree(out / "runs", copy / "runs")
+    everything = run_recbole_mkg.main(["--summarise", f"--results_dir={copy}"])
+    assert [(r["model"], r["n"]) for r in everything["rows"]] == [("BPR", 2), ("KGAT", 1)]
+    chosen = run_recbole_mkg.main(["--summarise", f"--results_dir={copy}", "--model=KGAT,BPR", "--seeds=2020"])
+    assert [(r["model"], r["n"]) for r in chosen["rows"]] == [("KGAT", 1), ("BPR", 1)]
+    assert "| KGAT | 1 |" in open(copy / "results.md").read() and (copy / "results.csv").is_file()
+    assert sorted(os.listdir(copy / "runs")) == sorted(os.listdir(out / "runs"))  # nothing ran
+    with pytest.raises(SystemExit, match="--summarise needs --results_dir"):
+        run_recbole_mkg.main(["--summarise", f"--results_dir={tmp_path / 'nothing'}"])
+
+
 def test_saved_split_is_the_kg_filtered_interactions(comparison, tiny_root):
     out, _, _ = comparison
     folder = out / "split" / "mkg-tiny"

@@ -135,6 +135,11 @@ def test_equal_budget_comparison_tunes_every_model_on_the_split_then_runs_the_be
     budget = json.load(open(out / "tuning_budget.json"))
     assert budget["models"]["KGAT"]["best_valid"] is None and budget["models"]["BPR"]["best_valid"] is not None
     assert "| KGAT | 2 | 2 | stratified | - |" in open(out / "results.md").read()
+    # a third sitting with one model keeps the other's record: the budget is the folder's, not the sitting's
+    tune_and_compare(["BPR"], "mkg-tiny", str(spaces), seeds=[2020], config_dict=_shared(tiny_root, epochs=2),
+                     results_dir=str(out), num_samples=2, tune_options={"num_cpus": 2}, log=logs.append)
+    budget = json.load(open(out / "tuning_budget.json"))
+    assert set(budget["models"]) == {"BPR", "KGAT"} and budget["trials_per_model"] == 2
 
 
 def test_equal_budget_comparison_needs_a_space_for_every_model(tiny_root, tmp_path):

@@ -236,9 +236,16 @@ def test_cli_hands_the_sampler_to_the_sweep_and_the_comparison(monkeypatch):
     import recbole_mkg.tune
     import run_recbole_mkg
 
+    import inspect
+
     calls = {}
-    monkeypatch.setattr(recbole_mkg.tune, "run_tune", lambda *a, **kw: calls.setdefault("sweep", kw))
-    monkeypatch.setattr(recbole_mkg.compare, "tune_and_compare", lambda *a, **kw: calls.setdefault("compare", kw))
+
+    def recorder(name, real):  # the call must also fit the real function's signature
+        return lambda *a, **kw: (inspect.signature(real).bind(*a, **kw), calls.setdefault(name, kw))
+
+    monkeypatch.setattr(recbole_mkg.tune, "run_tune", recorder("sweep", recbole_mkg.tune.run_tune))
+    monkeypatch.setattr(recbole_mkg.compare, "tune_and_compare",
+                        recorder("compare", recbole_mkg.compare.tune_and_compare))
     run_recbole_mkg.main(["--model=BPR", "--tune=space.test", "--num_samples=3"])
     assert calls["sweep"]["sampler"] == "random" and calls["sweep"]["tune_seed"] == 2020  # a sweep: Ray's draws
     run_recbole_mkg.main(["--model=BPR,KGAT", "--tune=spaces", "--sampler=stratified", "--tune_seed=5"])

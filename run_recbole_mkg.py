@@ -125,6 +125,8 @@ def main(argv=None):
                         gpus_per_trial=args.gpus_per_trial, max_concurrent=args.max_concurrent,
                         ray_address=args.ray_address, resume=not args.no_resume, sampler=args.sampler,
                         tune_seed=args.tune_seed)
+    # unset flags leave the callee's default (the sweep's sampler is random, the comparison's stratified)
+    tune_options = {k: v for k, v in tune_options.items() if v is not None}
     if args.tune and (len(models) > 1 or args.seeds):
         # the fair comparison: the same tuning budget per model on one split, then the side-by-side runs
         from recbole_mkg.compare import tune_and_compare
@@ -139,7 +141,6 @@ def main(argv=None):
     if args.tune:
         from recbole_mkg.tune import run_tune
 
-        tune_options["sampler"] = tune_options["sampler"] or "random"
         return run_tune(models[0], args.dataset, args.tune, config_file_list=config_files, config_dict=overrides,
                         num_samples=args.num_samples, tune_dir=args.tune_dir, name=args.tune_name, **tune_options)
 

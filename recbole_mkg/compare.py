@@ -467,7 +467,7 @@ def tune_and_compare(models, dataset, spaces, seeds=(2020,), config_file_list=No
     results_dir = os.path.abspath(results_dir or os.path.join("results", dataset))
     model_config_files = {k: ([v] if isinstance(v, str) else list(v)) for k, v in (model_config_files or {}).items()}
     # the equal budget's default sampler is the stratified one: no model's sweep left to the luck of its draws
-    tune_options = {k: v for k, v in dict(tune_options or {}).items() if v is not None}
+    tune_options = dict(tune_options or {})
     tune_options.setdefault("sampler", "stratified")
     base_models = list(dict.fromkeys(model_of(m) for m in models))
     spaces_of = {b: space_file_for(spaces, b) for b in base_models}  # every space exists before any work
@@ -529,7 +529,7 @@ def tune_and_compare(models, dataset, spaces, seeds=(2020,), config_file_list=No
 def _tuned_config(base, dataset, space, num_samples, tune_root, budget, files, on_split, tune_options, log):
     """Sweep ``base`` (or reuse its finished sweep); record it in ``budget``; return its best config path."""
     from recbole_mkg.config import Config
-    from recbole_mkg.tune import run_tune
+    from recbole_mkg.tune import read_sweep_record, run_tune
 
     cap = int(Config(model=base, dataset=dataset, config_file_list=files, config_dict=on_split)["epochs"])
     best = os.path.join(tune_root, base, "best_config.yaml")
@@ -550,23 +550,12 @@ def _tuned_config(base, dataset, space, num_samples, tune_root, budget, files, o
         log(f"[tune+compare] WARNING: {info_path} is missing, so {base}'s best validation value and tuned "
             f"parameters are unknown (shown as '-'); {best} is used as it is. Delete {os.path.dirname(best)} "
             f"to sweep {base} again.")
-    record = _sweep_record(os.path.dirname(best))
+    record = read_sweep_record(os.path.dirname(best))
     budget["models"][base] = {"space": space, "epochs_cap": cap, "trials_run": _count_trials(os.path.dirname(best)),
                               "trials": record.get("num_samples", num_samples), "sampler": record.get("sampler"),
                               "best_config": best, "best_valid": best_info.get("best_valid"),
                               "best_params": best_info.get("params")}
     return best
-
-
-def _sweep_record(sweep_dir):
-    """The sweep's own record (sampler, seed, number of samples); ``{}`` for a sweep from before it."""
-    from recbole_mkg.tune import SWEEP_RECORD
-
-    try:
-        with open(os.path.join(sweep_dir, SWEEP_RECORD), encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return {}
 
 
 def _count_trials(sweep_dir):

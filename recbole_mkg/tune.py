@@ -47,7 +47,7 @@ import time
 
 import yaml
 
-__all__ = ["parse_search_space", "run_tune", "start_ray", "SPACE_TYPES"]
+__all__ = ["parse_search_space", "run_tune", "start_ray", "read_sweep_record", "SPACE_TYPES"]
 
 #: parameter types of the search-space files
 SPACE_TYPES = ("choice", "grid", "uniform", "quniform", "loguniform", "qloguniform", "randint", "qrandint")
@@ -302,11 +302,8 @@ def run_tune(model, dataset, space_file, config_file_list=None, config_dict=None
     path = os.path.join(storage, name)
     os.makedirs(storage, exist_ok=True)
 
-    if resume and os.path.isfile(os.path.join(path, SWEEP_RECORD)):
-        with open(os.path.join(path, SWEEP_RECORD), encoding="utf-8") as f:
-            record = json.load(f)  # a resumed sweep keeps its own sampler and trials
-    else:
-        record = _sweep_record(space, num_samples, sampler, tune_seed)
+    # a resumed sweep keeps its own sampler and trials
+    record = (resume and read_sweep_record(path)) or _new_sweep_record(space, num_samples, sampler, tune_seed)
     points = record.get("points")
     started = start_ray(ray_address, num_cpus, gpus_per_trial)
     try:
@@ -361,7 +358,21 @@ def _is_tuned(value):
     return isinstance(value, sample.Domain) or (isinstance(value, dict) and "grid_search" in value)
 
 
-def _sweep_record(space, num_samples, sampler, seed):
+def read_sweep_record(sweep_dir):
+    """The sweep's ``sweep.json`` (sampler, seed, num_samples, stratified trials); ``{}`` when it has none
+    (a sweep from before the record, or none yet)."""
+    path = os.path.join(sweep_dir, SWEEP_RECORD)
+    if not os.path.isfile(path):
+        return {}
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except ValueError as err:
+        raise ValueError(f"{path} is not valid JSON ({err}): delete the sweep folder {sweep_dir} to sweep "
+                         f"again") from err
+
+
+def _new_sweep_record(space, num_samples, sampler, seed):
     from recbole_mkg.tune_sampling import SAMPLERS, stratified_trials
 
     if sampler not in SAMPLERS:

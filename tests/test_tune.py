@@ -232,16 +232,20 @@ def test_stratified_sweep_runs_its_trials_and_keeps_them_when_resumed(tiny_root,
 
 
 def test_cli_hands_the_sampler_to_the_sweep_and_the_comparison(monkeypatch):
+    import inspect
+
     import recbole_mkg.compare
     import recbole_mkg.tune
     import run_recbole_mkg
 
-    import inspect
-
     calls = {}
 
-    def recorder(name, real):  # the call must also fit the real function's signature
-        return lambda *a, **kw: (inspect.signature(real).bind(*a, **kw), calls.setdefault(name, kw))
+    def recorder(name, real):  # the call must fit the real function's signature; defaults count
+        def record(*a, **kw):
+            bound = inspect.signature(real).bind(*a, **kw)
+            bound.apply_defaults()
+            calls.setdefault(name, bound.arguments)
+        return record
 
     monkeypatch.setattr(recbole_mkg.tune, "run_tune", recorder("sweep", recbole_mkg.tune.run_tune))
     monkeypatch.setattr(recbole_mkg.compare, "tune_and_compare",
@@ -251,3 +255,12 @@ def test_cli_hands_the_sampler_to_the_sweep_and_the_comparison(monkeypatch):
     run_recbole_mkg.main(["--model=BPR,KGAT", "--tune=spaces", "--sampler=stratified", "--tune_seed=5"])
     assert calls["compare"]["tune_options"]["sampler"] == "stratified"
     assert calls["compare"]["tune_options"]["tune_seed"] == 5
+
+
+def test_a_malformed_sweep_record_names_the_file(tmp_path):
+    from recbole_mkg.tune import read_sweep_record
+
+    assert read_sweep_record(str(tmp_path)) == {}  # a sweep from before the record
+    (tmp_path / "sweep.json").write_text("{not json")
+    with pytest.raises(ValueError, match=r"sweep.json is not valid JSON.*delete the sweep folder"):
+        read_sweep_record(str(tmp_path))

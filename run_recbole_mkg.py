@@ -63,12 +63,12 @@ def parse_args(argv=None):
     tune = parser.add_argument_group("Ray Tune sweep")
     tune.add_argument("--tune", type=str, default=None, help="search-space file (RecBole params syntax, YAML or JSON); with several models "
                       "or --seeds: the equal-budget comparison, a folder of <Model>.test files (or one file for all)")
-    tune.add_argument("--num_samples", type=int, default=10, help="trials to sample (per grid point)")
+    tune.add_argument("--num_samples", type=int, default=None, help="trials to sample (per grid point; default 10)")
     tune.add_argument("--scheduler", type=str, default="asha", help="asha | fifo")
     tune.add_argument("--sampler", type=str, default=None,
                       help="random (Ray's draws; a single sweep's default) | stratified (one trial per stratum of "
                            "each continuous parameter, choices balanced; the equal-budget comparison's default)")
-    tune.add_argument("--tune_seed", type=int, default=2020, help="seed of the trials' draws")
+    tune.add_argument("--tune_seed", type=int, default=None, help="seed of the trials' draws (default 2020)")
     tune.add_argument("--grace_period", type=int, default=1, help="ASHA: epochs before a trial may be stopped")
     tune.add_argument("--reduction_factor", type=float, default=2, help="ASHA reduction factor")
     tune.add_argument("--cpus_per_trial", type=float, default=1)
@@ -125,8 +125,10 @@ def main(argv=None):
                         gpus_per_trial=args.gpus_per_trial, max_concurrent=args.max_concurrent,
                         ray_address=args.ray_address, resume=not args.no_resume, sampler=args.sampler,
                         tune_seed=args.tune_seed)
-    # unset flags leave the callee's default (the sweep's sampler is random, the comparison's stratified)
+    # unset flags leave the callee's default (the sweep's sampler is random, the comparison's stratified),
+    # and a resumed sweep its recorded sampler, seed and number of trials
     tune_options = {k: v for k, v in tune_options.items() if v is not None}
+    sweep_size = {} if args.num_samples is None else {"num_samples": args.num_samples}
     if args.tune and (len(models) > 1 or args.seeds):
         # the fair comparison: the same tuning budget per model on one split, then the side-by-side runs
         from recbole_mkg.compare import tune_and_compare
@@ -135,14 +137,14 @@ def main(argv=None):
             raise SystemExit("--epochs_cap gives models different budgets; with --tune every model gets --epochs")
         seeds = _int_list(args.seeds) if args.seeds else [int(overrides.pop("seed", 2020))]
         return tune_and_compare(models, args.dataset, args.tune, seeds=seeds, config_file_list=config_files,
-                                config_dict=overrides, results_dir=args.results_dir, num_samples=args.num_samples,
+                                config_dict=overrides, results_dir=args.results_dir, **sweep_size,
                                 tune_options=tune_options, model_config_files=_model_configs(args.model_configs),
                                 split_seed=args.split_seed, timeout=args.run_timeout, jobs=args.jobs)
     if args.tune:
         from recbole_mkg.tune import run_tune
 
         return run_tune(models[0], args.dataset, args.tune, config_file_list=config_files, config_dict=overrides,
-                        num_samples=args.num_samples, tune_dir=args.tune_dir, name=args.tune_name, **tune_options)
+                        tune_dir=args.tune_dir, name=args.tune_name, **sweep_size, **tune_options)
 
     if len(models) > 1 or args.seeds:
         from recbole_mkg.compare import compare, parse_epoch_caps

@@ -445,7 +445,7 @@ def space_file_for(spaces, model):
 
 
 def tune_and_compare(models, dataset, spaces, seeds=(2020,), config_file_list=None, config_dict=None,
-                     results_dir=None, num_samples=8, tune_options=None, model_config_files=None, split_seed=None,
+                     results_dir=None, num_samples=10, tune_options=None, model_config_files=None, split_seed=None,
                      timeout=None, jobs=1, log=print):
     """The fair comparison: an equal tuning budget per model on one split, then :func:`compare`.
 

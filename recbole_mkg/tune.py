@@ -25,7 +25,8 @@
   (:mod:`recbole_mkg.tune_sampling`: one trial in each of ``num_samples`` strata of every continuous
   parameter, choices balanced; models sharing a parameter line get the same values of it). The
   equal-budget comparison uses ``stratified`` unless told otherwise. The sweep's sampler, seed and trials
-  are kept in ``sweep.json``; a resumed sweep reads them back.
+  are kept in ``sweep.json``; a resumed sweep reads them back, and a ``--sampler``, ``--tune_seed`` or
+  ``--num_samples`` that contradicts them is an error (never a silent switch).
 * **Trials** run :func:`_trainable` (train with RecBole's trainer, ``tune.report`` of the validation metric
   after every validation, so ASHA stops bad trials early; then the test metrics of the best epoch).
   Resources per trial: ``cpus_per_trial``, fractional ``gpus_per_trial`` (the trial trains on the GPU Ray
@@ -252,21 +253,23 @@ def start_ray(ray_address=None, num_cpus=None, gpus_per_trial=0):
     return True
 
 
-def run_tune(model, dataset, space_file, config_file_list=None, config_dict=None, num_samples=10,
+def run_tune(model, dataset, space_file, config_file_list=None, config_dict=None, num_samples=None,
              scheduler="asha", grace_period=1, reduction_factor=2, cpus_per_trial=1, gpus_per_trial=0,
              max_concurrent=None, ray_address=None, tune_dir=None, name=None, resume=True, num_cpus=None,
-             sampler="random", tune_seed=2020, log=print):
+             sampler=None, tune_seed=None, log=print):
     """Run (or resume) a sweep; write the trial table, the best config and its test metrics.
 
     Args:
         model, dataset: as for :func:`recbole_mkg.quick_start.run_recbole_mkg`.
         space_file (str): search-space file (see the module docstring).
         config_file_list, config_dict: fixed settings of every trial.
-        num_samples (int): trials to sample (each grid point ``num_samples`` times).
-        sampler (str): ``random`` (Ray's independent draws) or ``stratified`` (one trial per stratum of
-            every continuous parameter, choices balanced: :mod:`recbole_mkg.tune_sampling`).
-        tune_seed (int): seed of the draws (a sweep is reproducible; with ``stratified``, models sharing a
-            parameter line get the same values of it).
+        num_samples (int): trials to sample (each grid point ``num_samples`` times; default 10).
+        sampler (str): ``random`` (Ray's independent draws; the default) or ``stratified`` (one trial per
+            stratum of every continuous parameter, choices balanced: :mod:`recbole_mkg.tune_sampling`).
+        tune_seed (int): seed of the draws (default 2020; a sweep is reproducible; with ``stratified``,
+            models sharing a parameter line get the same values of it).
+            A resumed sweep keeps the ``num_samples``, ``sampler`` and ``tune_seed`` of its ``sweep.json``;
+            one of them given with another value raises a ``ValueError`` instead of being ignored.
         scheduler (str): ``asha`` (default: stops trials whose validation metric lags, checked after
             every epoch) or ``fifo`` (every trial runs to its end).
         cpus_per_trial, gpus_per_trial (float): resources per trial; GPUs may be fractional (0.5: two
@@ -302,8 +305,14 @@ def run_tune(model, dataset, space_file, config_file_list=None, config_dict=None
     path = os.path.join(storage, name)
     os.makedirs(storage, exist_ok=True)
 
-    # a resumed sweep keeps its own sampler and trials
-    record = (resume and read_sweep_record(path)) or _new_sweep_record(space, num_samples, sampler, tune_seed)
+    restoring = resume and tune.Tuner.can_restore(path)
+    if restoring:  # a resumed sweep keeps its own sampler and trials; asking for others is an error
+        record = read_sweep_record(path) or {"sampler": "random"}  # no record: from before it, Ray's draws
+        _check_resumed(record, path, num_samples=num_samples, sampler=sampler, tune_seed=tune_seed)
+    else:
+        record = _new_sweep_record(space, 10 if num_samples is None else num_samples, sampler or "random",
+                                   tune_seed)
+    num_samples = record.get("num_samples", num_samples)
     points = record.get("points")
     started = start_ray(ray_address, num_cpus, gpus_per_trial)
     try:
@@ -311,7 +320,7 @@ def run_tune(model, dataset, space_file, config_file_list=None, config_dict=None
                  "gpus_per_trial": float(gpus_per_trial), "points": points}
         trainable = tune.with_resources(tune.with_parameters(_trainable, setup=setup),
                                         {"cpu": float(cpus_per_trial), "gpu": float(gpus_per_trial)})
-        if resume and tune.Tuner.can_restore(path):
+        if restoring:
             log(f"[tune] resuming {path}")
             tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=False)
         else:
@@ -370,6 +379,19 @@ def read_sweep_record(sweep_dir):
     except ValueError as err:
         raise ValueError(f"{path} is not valid JSON ({err}): delete the sweep folder {sweep_dir} to sweep "
                          f"again") from err
+
+
+def _check_resumed(record, path, **asked):
+    """Raise when a flag given for a resumed sweep (not None) differs from what its record says."""
+    recorded = {"num_samples": record.get("num_samples"), "sampler": record.get("sampler"),
+                "tune_seed": record.get("seed")}
+    clashes = [f"--{flag}={value} (recorded: {recorded[flag]})" for flag, value in asked.items()
+               if value is not None and recorded[flag] is not None and value != recorded[flag]]
+    if clashes:
+        raise ValueError(
+            f"the sweep in {path} is resumed with its own settings ({os.path.join(path, SWEEP_RECORD)}), but "
+            f"{', '.join(clashes)} asks for others: drop those flags (or give the recorded values) to resume it, "
+            f"or use another --tune_name / --tune_dir (or --no_resume) to start a new sweep")
 
 
 def _new_sweep_record(space, num_samples, sampler, seed):

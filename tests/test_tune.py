@@ -1,6 +1,7 @@
 """Ray Tune sweeps: RecBole's search-space syntax, a 2-trial sweep on CPU, failures, resume, best config."""
 import json
 import math
+import re
 
 import pytest
 import yaml
@@ -224,11 +225,21 @@ def test_stratified_sweep_runs_its_trials_and_keeps_them_when_resumed(tiny_root,
     record = json.load(open(f"{out['path']}/sweep.json"))
     assert record["sampler"] == "stratified" and record["seed"] == 11 and len(record["points"]) == 2
     assert yaml.safe_load(open(out["best_config"]))["learning_rate"] in {p["learning_rate"] for p in expected}
-    logs = []  # resumed with other flags: the sweep keeps its own sampler and trials
-    again = run_tune("BPR", "mkg-tiny", str(space), config_dict=config, num_samples=2, tune_dir=str(tmp_path / "tune"),
-                     num_cpus=2, sampler="random", tune_seed=1, log=logs.append)
+    logs = []  # resumed without the flags: the sweep keeps its own sampler, seed and trials
+    again = run_tune("BPR", "mkg-tiny", str(space), config_dict=config, tune_dir=str(tmp_path / "tune"),
+                     num_cpus=2, log=logs.append)
     assert any(line.startswith("[tune] resuming") for line in logs)
     assert sorted(map(key, (t["params"] for t in again["trials"]))) == sorted(map(key, expected))
+    # resumed with flags that contradict the record: an error that names them, never a silent switch
+    for clash, shown in (({"sampler": "random"}, "--sampler=random (recorded: stratified)"),
+                         ({"tune_seed": 1}, "--tune_seed=1 (recorded: 11)"),
+                         ({"num_samples": 4}, "--num_samples=4 (recorded: 2)")):
+        with pytest.raises(ValueError, match=re.escape(shown) + r".*sweep.json|sweep.json.*" + re.escape(shown)):
+            run_tune("BPR", "mkg-tiny", str(space), config_dict=config, tune_dir=str(tmp_path / "tune"),
+                     num_cpus=2, log=lambda _: None, **clash)
+    # the recorded values themselves are fine
+    run_tune("BPR", "mkg-tiny", str(space), config_dict=config, num_samples=2, sampler="stratified", tune_seed=11,
+             tune_dir=str(tmp_path / "tune"), num_cpus=2, log=lambda _: None)
 
 
 def test_cli_hands_the_sampler_to_the_sweep_and_the_comparison(monkeypatch):
@@ -251,7 +262,9 @@ def test_cli_hands_the_sampler_to_the_sweep_and_the_comparison(monkeypatch):
     monkeypatch.setattr(recbole_mkg.compare, "tune_and_compare",
                         recorder("compare", recbole_mkg.compare.tune_and_compare))
     run_recbole_mkg.main(["--model=BPR", "--tune=space.test", "--num_samples=3"])
-    assert calls["sweep"]["sampler"] == "random" and calls["sweep"]["tune_seed"] == 2020  # a sweep: Ray's draws
+    # unset: None, which a new sweep reads as Ray's draws with seed 2020 and a resumed one as its record's
+    assert calls["sweep"]["sampler"] is None and calls["sweep"]["tune_seed"] is None
+    assert calls["sweep"]["num_samples"] == 3
     run_recbole_mkg.main(["--model=BPR,KGAT", "--tune=spaces", "--sampler=stratified", "--tune_seed=5"])
     assert calls["compare"]["tune_options"]["sampler"] == "stratified"
     assert calls["compare"]["tune_options"]["tune_seed"] == 5

@@ -23,6 +23,8 @@ VARIANT_CONFIGS="$VARIANT_CONFIGS,MultiKG4Rec@oneway=$C/mkg_oneway.yaml,MultiKG4
 VARIANT_CONFIGS="$VARIANT_CONFIGS,MultiKG4Rec@none=$C/mkg_none.yaml"
 VARIANT_CONFIGS="$VARIANT_CONFIGS,MultiKG4Rec@fast=$C/mkg_fast.yaml,KGAT@light=$C/light.yaml,MultiKG4Rec@light=$C/light.yaml"
 VARIANT_CONFIGS="$VARIANT_CONFIGS,KGAT@sampled=$C/sampled.yaml,MultiKG4Rec@sampled=$C/sampled.yaml"
+VARIANT_CONFIGS="$VARIANT_CONFIGS,KGAT@ui-light=$C/ui_light.yaml,MultiKG4Rec@ui-light=$C/ui_light.yaml"
+VARIANT_CONFIGS="$VARIANT_CONFIGS,MultiKG4Rec@text-ui-light=$C/mkg_text.yaml $C/ui_light.yaml"
 
 # run_comparison DATASET [more run_recbole_mkg.py flags]: the side-by-side runner with the variables above
 run_comparison() {

@@ -49,6 +49,8 @@ class Config(RecBoleConfig):
         "layers": (list, lambda v: all(isinstance(x, int) and x >= 1 for x in v), "a list of positive integers"),
         "seed": (int, lambda v: True, "an integer"),
         "fusion_sample_ratio": ((int, float), lambda v: 0 < v <= 1, "a number in (0, 1] (1 = the paper's model)"),
+        "propagation_graph": (str, lambda v: v in ("ckg", "interactions"),
+                              "ckg (the papers: the collaborative KG) or interactions (user-item edges only)"),
     }
 
     def _validate(self):

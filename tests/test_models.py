@@ -175,6 +175,43 @@ def test_light_aggregator_is_lightgcn_propagation_on_the_attentive_graph(tiny_ro
         assert torch.isfinite(loss)
 
 
+@pytest.mark.parametrize("model_name", ["KGAT", "MultiKG4Rec"])
+def test_interactions_graph_is_lightgcns_normalised_user_item_matrix(tiny_root, model_name):
+    """propagation_graph: interactions (beyond the papers): A = D^-1/2 R D^-1/2 on the user-item edges,
+    nothing on KG triples, and the weights stay fixed through the per-epoch attention update."""
+    model, dataset = build(tiny_root, model=model_name, propagation_graph="interactions")
+    n_users = dataset.user_num
+    inter = dataset.inter_matrix(form="coo")  # the training interactions, [n_users, n_items]
+    r = sp.coo_matrix((np.ones(inter.nnz), (inter.row, inter.col + n_users)),
+                      shape=(model.ckg.n_nodes, model.ckg.n_nodes)).tocsr()
+    r.data[:] = 1.0
+    bipartite = r + r.T
+    deg = np.asarray(bipartite.sum(1)).ravel()
+    d = np.where(deg > 0, 1.0 / np.sqrt(np.maximum(deg, 1)), 0.0)
+    expected = (sp.diags(d) @ bipartite @ sp.diags(d)).toarray()
+    adjacency = model.A_in if model_name == "KGAT" else model.adjacency(model.views[0])
+    np.testing.assert_allclose(adjacency.to_dense().numpy(), expected, rtol=1e-6, atol=1e-8)
+    kg = (model.ckg.relation != model.ckg.ui_relation)
+    assert kg.any()  # the tiny KG has triples, and they carry no weight on this graph
+    before = {k: v.clone() for k, v in model.state_dict().items() if k.startswith("attention")}
+    model.update_attentive_A()
+    for k, v in before.items():
+        torch.testing.assert_close(model.state_dict()[k], v)
+    loss = model.calculate_loss(bpr_batch(model))
+    loss.backward()
+    assert torch.isfinite(loss) and model.entity_embedding.weight.grad is not None
+    # the default is the paper's attentive CKG
+    paper, _ = build(tiny_root, model=model_name)
+    assert paper.propagation_graph == "ckg"
+
+
+def test_interactions_graph_bad_values(tiny_root):
+    with pytest.raises(ValueError, match="propagation_graph"):
+        build(tiny_root, model="KGAT", propagation_graph="kg")
+    with pytest.raises(ValueError, match="propagation_graph: interactions' and 'neighbour_sample_sizes'"):
+        build(tiny_root, model="KGAT", propagation_graph="interactions", neighbour_sample_sizes=[4, 4])
+
+
 def test_without_modalities_multikg4rec_is_the_kgat_port(tiny_root):
     # the paper's "w/o t&v" row: the propagation reduces to KGAT
     mkg, _ = build(tiny_root, modalities=[])

@@ -1,7 +1,8 @@
 """Layers shared by the plugin's models.
 
 * :class:`CollaborativeKG` - the collaborative knowledge graph (users + entities) as device tensors,
-  with KGAT's relation-wise normalised initial adjacency (Wang et al., KDD 2019, Eq. 4 init).
+  with KGAT's relation-wise normalised initial adjacency (Wang et al., KDD 2019, Eq. 4 init), or
+  LightGCN's symmetric normalisation of its user-item edges alone (an option beyond the papers).
 * :func:`knowledge_aware_attention` - pi(h, r, t) = (W_r e_t)^T tanh(W_r e_h + e_r), normalised by a
   segment softmax over each head's triples (KGAT Eq. 4-5; Multi-KG4Rec Eq. 8), on the device.
 * :class:`Aggregator` - KGAT's GCN / GraphSAGE / Bi-Interaction aggregators (Multi-KG4Rec Eq. 9).
@@ -18,6 +19,10 @@ import torch.nn.functional as F
 from torch_geometric.utils import softmax as segment_softmax
 
 
+#: ``propagation_graph`` values: the collaborative KG (the papers) or its user-item edges alone (beyond them)
+PROPAGATION_GRAPHS = ("ckg", "interactions")
+
+
 class CollaborativeKG(nn.Module):
     """The CKG of RecBole's ``KnowledgeBasedDataset.ckg_graph``: node ``u`` for users, ``n_users + e`` for
     entities; edges user->item and item->user carry the ``[UI-Relation]`` id, KG triples their relation.
@@ -30,6 +35,7 @@ class CollaborativeKG(nn.Module):
         super().__init__()
         ckg = dataset.ckg_graph(form="coo", value_field="relation_id")
         self.n_nodes = int(ckg.shape[0])
+        self.ui_relation = int(dataset.relation_num) - 1  # RecBole's [UI-Relation] id is the last one
         head = ckg.row.astype(np.int64)
         tail = ckg.col.astype(np.int64)
         rel = ckg.data.astype(np.int64)
@@ -62,6 +68,24 @@ class CollaborativeKG(nn.Module):
     def num_edges(self):
         return int(self.head.numel())
 
+    def interaction_weight(self):
+        """[E] LightGCN's symmetric normalisation 1 / sqrt(|N_u| |N_i|) on the user-item edges and 0 on the
+        KG triples: propagation over the interaction graph alone (``propagation_graph: interactions``)."""
+        ui = self.relation == self.ui_relation
+        degree = torch.bincount(self.head[ui], minlength=self.n_nodes).float()  # UI edges go both ways
+        weight = (degree[self.head] * degree[self.tail]).clamp(min=1).rsqrt()
+        return torch.where(ui, weight, torch.zeros_like(weight))
+
+    def initial_weight(self, graph):
+        """[E] starting adjacency values for ``propagation_graph`` ``graph``: ``ckg`` (the papers: KGAT's
+        sum_r D_r^-1 A_r, then attention after every epoch) or ``interactions`` (fixed, see
+        :meth:`interaction_weight`)."""
+        if graph == "ckg":
+            return self.init_weight.clone()
+        if graph == "interactions":
+            return self.interaction_weight()
+        raise ValueError(f"config 'propagation_graph': {graph!r} is not one of {list(PROPAGATION_GRAPHS)}")
+
     def adjacency(self, values):
         """:class:`PropagationMatrix` [n_nodes, n_nodes] with A[h, t] = values [E] (edge order; the values of
         parallel edges, one (h, t) pair under several relations, are summed as ``coalesce`` would), on the
@@ -77,6 +101,18 @@ class CollaborativeKG(nn.Module):
         with warnings.catch_warnings():  # "sparse CSR support is in beta"
             warnings.simplefilter("ignore", UserWarning)
             return PropagationMatrix.from_csr(csr("a"), csr("a_t"))
+
+
+def propagation_graph(config, neighbour_sample_sizes=None):
+    """The model's ``propagation_graph`` config value (``ckg`` when unset), checked."""
+    graph = config["propagation_graph"] or "ckg"
+    if graph not in PROPAGATION_GRAPHS:
+        raise ValueError(f"config 'propagation_graph': {graph!r} is not one of {list(PROPAGATION_GRAPHS)}")
+    if graph == "interactions" and neighbour_sample_sizes is not None:
+        # the sampler draws from every CKG edge, and KG triples carry weight 0 on this graph
+        raise ValueError("config 'propagation_graph: interactions' and 'neighbour_sample_sizes' exclude each "
+                         "other: set neighbour_sample_sizes: ~ (full-graph propagation)")
+    return graph
 
 
 def _csr_pattern(rows, cols, n_nodes):

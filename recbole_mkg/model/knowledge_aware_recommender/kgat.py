@@ -10,13 +10,21 @@ the graph is built from RecBole's COO CKG instead of DGL, and the attention's se
 model's device (``torch_geometric.utils.softmax``) instead of a CPU ``torch.sparse.softmax``, and the
 attention is a buffer, so a checkpoint restores the adjacency it was evaluated with.
 Trained by RecBole's ``KGATTrainer`` (CF pass, KG pass, attention update per epoch).
+
+``propagation_graph: interactions`` (beyond the paper) propagates over the user-item edges alone with
+LightGCN's fixed symmetric normalisation; the KG then enters through the TransR loss only, as in CKE.
 """
 import torch
 import torch.nn as nn
 from recbole.model.init import xavier_normal_initialization
 
 from recbole_mkg.model.abstract_recommender import FullGraphKGRecommender
-from recbole_mkg.model.layers import CollaborativeKG, KnowledgePropagation, knowledge_aware_attention
+from recbole_mkg.model.layers import (
+    CollaborativeKG,
+    KnowledgePropagation,
+    knowledge_aware_attention,
+    propagation_graph,
+)
 from recbole_mkg.model.neighbour_sampling import check_sample_sizes, sample_hops
 
 
@@ -35,8 +43,9 @@ class KGAT(FullGraphKGRecommender):
             self.embedding_size, config["layers"], config["mess_dropout"], config["aggregator_type"]
         )
         self.neighbour_sample_sizes = check_sample_sizes(config["neighbour_sample_sizes"], len(config["layers"]))
+        self.propagation_graph = propagation_graph(config, self.neighbour_sample_sizes)
         self.apply(xavier_normal_initialization)
-        self.register_buffer("attention", self.ckg.init_weight.clone())
+        self.register_buffer("attention", self.ckg.initial_weight(self.propagation_graph))
         self._adjacency = None
 
     # ---- graph -----------------------------------------------------------------------------------
@@ -55,7 +64,10 @@ class KGAT(FullGraphKGRecommender):
 
     @torch.no_grad()
     def update_attentive_A(self):
-        """Recompute pi(h,r,t) for every CKG edge (KGAT Eq. 4-5) and the adjacency built from it."""
+        """Recompute pi(h,r,t) for every CKG edge (KGAT Eq. 4-5) and the adjacency built from it
+        (``propagation_graph: interactions``: fixed weights, nothing to update)."""
+        if self.propagation_graph == "interactions":
+            return
         self.attention = knowledge_aware_attention(
             self.ckg, self._get_ego_embeddings(), self.relation_embedding.weight, self._trans_w()
         )

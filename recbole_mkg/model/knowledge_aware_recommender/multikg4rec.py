@@ -38,6 +38,9 @@ Choices where the paper is vague (also in docs/models.md):
   read (exact). ``fusion_sample_ratio`` < 1 is an option beyond the paper: each training batch
   recomputes the transformer for that fraction of items; the others add their cached (stale) transformer
   residual to their current embedding.
+* **Propagation graph** (beyond the paper). ``propagation_graph: interactions`` propagates over the
+  user-item edges alone with LightGCN's fixed symmetric normalisation (no attention update); the KG then
+  enters through the BFS sequences of the transformer and the TransR loss. Default ``ckg`` (the paper).
 * **Training.** KGAT's alternating schedule (a BPR pass, a TransR pass, the attention update per epoch;
   :class:`recbole_mkg.trainer.MultiKG4RecTrainer`): the paper sums the losses (Eq. 13) but gives no
   schedule, and alternating is what its KGAT-derived propagation was designed with.
@@ -58,6 +61,7 @@ from recbole_mkg.model.layers import (
     CrossModalTransformer,
     KnowledgePropagation,
     knowledge_aware_attention,
+    propagation_graph,
 )
 from recbole_mkg.model.neighbour_sampling import check_sample_sizes, sample_hops
 from recbole_mkg.model.neighbour_sequences import item_neighbour_sequences
@@ -142,8 +146,9 @@ class MultiKG4Rec(FullGraphKGRecommender):
             for v in self.views
         })
         self.apply(xavier_normal_initialization)
+        self.propagation_graph = propagation_graph(config, self.neighbour_sample_sizes)
         for v in self.views:
-            self.register_buffer(f"attention_{v}", self.ckg.init_weight.clone())
+            self.register_buffer(f"attention_{v}", self.ckg.initial_weight(self.propagation_graph))
         self._adjacency = {}
 
     # ---- embeddings of a view -------------------------------------------------------------------
@@ -237,7 +242,10 @@ class MultiKG4Rec(FullGraphKGRecommender):
 
     @torch.no_grad()
     def update_attentive_A(self):
-        """Recompute pi(h,r,t) (Eq. 8) of every CKG edge in every view."""
+        """Recompute pi(h,r,t) (Eq. 8) of every CKG edge in every view (``propagation_graph:
+        interactions``: fixed weights, nothing to update)."""
+        if self.propagation_graph == "interactions":
+            return
         inputs = self.view_inputs()
         for v in self.views:
             setattr(self, f"attention_{v}", knowledge_aware_attention(

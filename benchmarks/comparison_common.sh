@@ -25,6 +25,8 @@ VARIANT_CONFIGS="$VARIANT_CONFIGS,MultiKG4Rec@fast=$C/mkg_fast.yaml,KGAT@light=$
 VARIANT_CONFIGS="$VARIANT_CONFIGS,KGAT@sampled=$C/sampled.yaml,MultiKG4Rec@sampled=$C/sampled.yaml"
 VARIANT_CONFIGS="$VARIANT_CONFIGS,KGAT@ui-light=$C/ui_light.yaml,MultiKG4Rec@ui-light=$C/ui_light.yaml"
 VARIANT_CONFIGS="$VARIANT_CONFIGS,MultiKG4Rec@text-ui-light=$C/mkg_text.yaml $C/ui_light.yaml"
+VARIANT_CONFIGS="$VARIANT_CONFIGS,KGAT@ui-light-kg-permuted=$C/ui_light.yaml $C/kg_permuted.yaml"
+VARIANT_CONFIGS="$VARIANT_CONFIGS,MultiKG4Rec@text-ui-light-kg-permuted=$C/mkg_text.yaml $C/ui_light.yaml $C/kg_permuted.yaml"
 
 # run_comparison DATASET [more run_recbole_mkg.py flags]: the side-by-side runner with the variables above
 run_comparison() {

@@ -15,7 +15,7 @@ source benchmarks/comparison_common.sh
 FEATURE_DIR=${FEATURE_DIR:-dataset/ml-100k-kg-features}
 EPOCHS=${EPOCHS:-60}
 RESULTS_DIR=${RESULTS_DIR:-results/ml-100k-kg${TUNE:+-tuned-e$EPOCHS}}
-MODELS=${MODELS:-BPR,LightGCN,CKE,KGIN,KGAT,KGAT@kg-permuted,MultiKG4Rec,MultiKG4Rec@text,MultiKG4Rec@visual,MultiKG4Rec@oneway,MultiKG4Rec@no-cross,MultiKG4Rec@fast,MultiKG4Rec@kg-permuted,KGAT@light,MultiKG4Rec@light,KGAT@ui-light,MultiKG4Rec@ui-light,MultiKG4Rec@text-ui-light,KGAT@sampled,MultiKG4Rec@sampled,CrossGMMI,CrossGMMI@cross-kg,MKGAT}
+MODELS=${MODELS:-BPR,LightGCN,CKE,KGIN,KGAT,KGAT@kg-permuted,MultiKG4Rec,MultiKG4Rec@text,MultiKG4Rec@visual,MultiKG4Rec@oneway,MultiKG4Rec@no-cross,MultiKG4Rec@fast,MultiKG4Rec@kg-permuted,KGAT@light,MultiKG4Rec@light,KGAT@ui-light,MultiKG4Rec@ui-light,MultiKG4Rec@text-ui-light,KGAT@ui-light-kg-permuted,MultiKG4Rec@text-ui-light-kg-permuted,KGAT@sampled,MultiKG4Rec@sampled,CrossGMMI,CrossGMMI@cross-kg,MKGAT}
 # CrossGMMI@cross-kg pre-trains InfoNCE between this KG (Freebase) and ml-100k-kg-dbpedia (same movies)
 CROSS_KG="$RESULTS_DIR/crossgmmi_cross_kg.yaml"
 mkdir -p "$RESULTS_DIR"

@@ -225,20 +225,61 @@ def test_comparison_scripts_pass_the_budget_flags(tmp_path, script):
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+    echo_args = tmp_path / "echo_args"  # prints one argument per line (a variant may list files with spaces)
+    echo_args.write_text("#!/bin/bash\nprintf '%s\\n' \"$@\"\n")
+    echo_args.chmod(0o755)
+
     def flags(**env):
-        env = {**os.environ, "PYTHON": "echo", "DATA_PATH": str(tmp_path), "RESULTS_DIR": str(tmp_path / "r"), **env}
+        env = {**os.environ, "PYTHON": str(echo_args), "DATA_PATH": str(tmp_path), "RESULTS_DIR": str(tmp_path / "r"),
+               **env}
         out = subprocess.run(["bash", os.path.join(root, "benchmarks", script)], env=env, check=True,
-                             capture_output=True, text=True).stdout.split()
+                             capture_output=True, text=True).stdout.splitlines()
         assert out[0] == "run_recbole_mkg.py"
         return dict(f[2:].split("=", 1) for f in out[1:])
 
     fixed = flags(EPOCHS="7", MODELS="BPR,MultiKG4Rec@text", EXTRA="--eval_step=2")
     assert fixed["learning_rate"] == "0.005" and fixed["epochs"] == "7" and fixed["eval_step"] == "2"
     assert "tune" not in fixed and fixed["protocol"] == "paper" and fixed["model"] == "BPR,MultiKG4Rec@text"
-    variants = dict(v.split("=", 1) for v in fixed["model_configs"].split(","))
-    for label in ("MultiKG4Rec@text", "MultiKG4Rec@visual", "MultiKG4Rec@oneway", "KGAT@kg-permuted"):
-        assert os.path.isfile(os.path.join(root, variants[label])), label
+    variants = run_recbole_mkg._model_configs(fixed["model_configs"])  # as the CLI reads them
+    for label in ("MultiKG4Rec@text", "MultiKG4Rec@visual", "MultiKG4Rec@oneway", "KGAT@kg-permuted",
+                  "MultiKG4Rec@text-ui-light"):
+        assert label in variants, label
+    for label, files in variants.items():
+        for f in files:
+            assert os.path.isfile(f if os.path.isabs(f) else os.path.join(root, f)), (label, f)
+    assert len(variants["MultiKG4Rec@text-ui-light"]) == 2
     tuned = flags(TUNE="benchmarks/spaces", NUM_SAMPLES="3", EPOCHS="20", RAY_ADDRESS="auto")
     assert "learning_rate" not in tuned
     assert (tuned["tune"], tuned["num_samples"], tuned["epochs"], tuned["ray_address"]) == (
         "benchmarks/spaces", "3", "20", "auto")
+
+
+def test_every_comparison_variant_file_is_a_valid_config_of_its_model(tiny_root):
+    """Each Model@label of benchmarks/comparison_common.sh: its files exist, every key in them is a key its
+    model knows (RecBole would silently ignore a misspelt one) and the merged config validates."""
+    import re
+
+    from recbole_mkg.config import Config
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, "benchmarks", "comparison_common.sh"), encoding="utf-8") as f:
+        text = f.read()
+    parts = ",".join(re.findall(r'^VARIANT_CONFIGS="([^"]*)"', text, flags=re.M))
+    variants = run_recbole_mkg._model_configs(",".join(p for p in parts.split(",") if "=" in p))
+    assert {"KGAT@ui-light", "MultiKG4Rec@text-ui-light", "MultiKG4Rec@none"} <= set(variants)
+    defaults = {}
+    for label, files in variants.items():
+        model = label.split("@")[0]
+        files = [os.path.join(root, f.replace("$C", "benchmarks/configs")) for f in files]
+        if model not in defaults:
+            defaults[model] = Config(model=model, dataset="mkg-tiny", config_dict=tiny_config(tiny_root))
+        keys = {}
+        for path in files:
+            with open(path, encoding="utf-8") as f:
+                keys.update(yaml.safe_load(f) or {})
+        unknown = set(keys) - set(defaults[model].final_config_dict)
+        assert not unknown, f"{label}: {unknown} are not {model} config keys"
+        fast = tiny_config(tiny_root)  # its keys (layers, ...) override the files'
+        config = Config(model=model, dataset="mkg-tiny", config_file_list=files, config_dict=fast)
+        for key, value in keys.items():
+            assert key in fast or config[key] == value, (label, key)

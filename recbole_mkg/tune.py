@@ -310,9 +310,7 @@ def run_tune(model, dataset, space_file, config_file_list=None, config_dict=None
         record = read_sweep_record(path) or {"sampler": "random"}  # no record: from before it, Ray's draws
         _check_resumed(record, path, num_samples=num_samples, sampler=sampler, tune_seed=tune_seed)
     else:
-        record = _new_sweep_record(space, 10 if num_samples is None else num_samples, sampler or "random",
-                                   tune_seed)
-    num_samples = record.get("num_samples", num_samples)
+        record = _new_sweep_record(space, num_samples, sampler, tune_seed)
     points = record.get("points")
     started = start_ray(ray_address, num_cpus, gpus_per_trial)
     try:
@@ -333,7 +331,7 @@ def run_tune(model, dataset, space_file, config_file_list=None, config_dict=None
             else:
                 raise ValueError(f"--scheduler={scheduler!r}: use asha or fifo")
             if points is None:
-                param_space, trials = space, num_samples
+                param_space, trials = space, record["num_samples"]
             else:  # the fixed values, and the index of the stratified trial
                 param_space = {k: v for k, v in space.items() if not _is_tuned(v)}
                 param_space[TRIAL_INDEX] = tune.grid_search(list(range(len(points))))
@@ -395,8 +393,11 @@ def _check_resumed(record, path, **asked):
 
 
 def _new_sweep_record(space, num_samples, sampler, seed):
+    """A new sweep's record; None takes the default (10 trials, Ray's random draws, seed 2020)."""
     from recbole_mkg.tune_sampling import SAMPLERS, stratified_trials
 
+    num_samples = 10 if num_samples is None else num_samples
+    sampler = sampler or "random"
     if sampler not in SAMPLERS:
         raise ValueError(f"--sampler={sampler!r}: use one of {', '.join(SAMPLERS)}")
     seed = 2020 if seed is None else int(seed)

@@ -191,7 +191,7 @@ def test_interactions_graph_is_lightgcns_normalised_user_item_matrix(tiny_root, 
     expected = (sp.diags(d) @ bipartite @ sp.diags(d)).toarray()
     adjacency = model.A_in if model_name == "KGAT" else model.adjacency(model.views[0])
     np.testing.assert_allclose(adjacency.to_dense().numpy(), expected, rtol=1e-6, atol=1e-8)
-    kg = (model.ckg.relation != model.ckg.ui_relation)
+    kg = model.ckg.relation != model.ckg.ui_relation
     assert kg.any()  # the tiny KG has triples, and they carry no weight on this graph
     before = {k: v.clone() for k, v in model.state_dict().items() if k.startswith("attention")}
     model.update_attentive_A()

@@ -104,10 +104,9 @@ class CollaborativeKG(nn.Module):
 
 
 def propagation_graph(config, neighbour_sample_sizes=None):
-    """The model's ``propagation_graph`` config value (``ckg`` when unset), checked."""
+    """The model's ``propagation_graph`` config value (``ckg`` when unset; the value itself is checked by
+    :meth:`CollaborativeKG.initial_weight`), with the options it excludes."""
     graph = config["propagation_graph"] or "ckg"
-    if graph not in PROPAGATION_GRAPHS:
-        raise ValueError(f"config 'propagation_graph': {graph!r} is not one of {list(PROPAGATION_GRAPHS)}")
     if graph == "interactions" and neighbour_sample_sizes is not None:
         # the sampler draws from every CKG edge, and KG triples carry weight 0 on this graph
         raise ValueError("config 'propagation_graph: interactions' and 'neighbour_sample_sizes' exclude each "

@@ -193,6 +193,10 @@ def test_interactions_graph_is_lightgcns_normalised_user_item_matrix(tiny_root, 
     np.testing.assert_allclose(adjacency.to_dense().numpy(), expected, rtol=1e-6, atol=1e-8)
     kg = model.ckg.relation != model.ckg.ui_relation
     assert kg.any()  # the tiny KG has triples, and they carry no weight on this graph
+    # ... nor a place in the sparse pattern: propagation visits the user-item edges alone
+    assert adjacency.csr.values().numel() == adjacency.csr_t.values().numel() == int((~kg).sum())
+    x = torch.randn(model.ckg.n_nodes, 3)
+    torch.testing.assert_close(adjacency @ x, torch.from_numpy(expected).float() @ x, rtol=1e-5, atol=1e-6)
     before = {k: v.clone() for k, v in model.state_dict().items() if k.startswith("attention")}
     model.update_attentive_A()
     for k, v in before.items():

@@ -86,12 +86,21 @@ class CollaborativeKG(nn.Module):
             return self.interaction_weight()
         raise ValueError(f"config 'propagation_graph': {graph!r} is not one of {list(PROPAGATION_GRAPHS)}")
 
-    def adjacency(self, values):
+    def adjacency(self, values, graph="ckg"):
         """:class:`PropagationMatrix` [n_nodes, n_nodes] with A[h, t] = values [E] (edge order; the values of
         parallel edges, one (h, t) pair under several relations, are summed as ``coalesce`` would), on the
-        values' device. O(E): the CSR patterns of A and A^T are fixed at construction."""
+        values' device. O(E): the CSR patterns of A and A^T are fixed at construction.
+
+        ``graph="interactions"``: the matrix of the user-item edges alone (their ``values``), so that no
+        propagation visits the KG triples, which weigh 0 on that graph: O(E log E), for a graph built once."""
         values = values.detach()
         shape = (self.n_nodes, self.n_nodes)
+        if graph == "interactions":
+            ui = self.relation == self.ui_relation
+            with warnings.catch_warnings():  # "sparse invariant checks are implicitly disabled"
+                warnings.simplefilter("ignore", UserWarning)
+                coo = torch.sparse_coo_tensor(torch.stack([self.head[ui], self.tail[ui]]), values[ui], shape)
+            return PropagationMatrix(coo)
 
         def csr(name):
             col = getattr(self, f"{name}_col")

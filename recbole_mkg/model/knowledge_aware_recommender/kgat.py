@@ -53,7 +53,7 @@ class KGAT(FullGraphKGRecommender):
     def A_in(self):
         """Current attentive adjacency [n_users + n_entities]^2 (sparse), rebuilt when attention changes."""
         if self._adjacency is None or self._adjacency.device != self.attention.device:
-            self._adjacency = self.ckg.adjacency(self.attention)
+            self._adjacency = self.ckg.adjacency(self.attention, self.propagation_graph)
         return self._adjacency
 
     def _get_ego_embeddings(self):

@@ -234,7 +234,7 @@ class MultiKG4Rec(FullGraphKGRecommender):
         attention = getattr(self, f"attention_{view}")
         cached = self._adjacency.get(view)
         if cached is None or cached.device != attention.device:
-            cached = self._adjacency[view] = self.ckg.adjacency(attention)
+            cached = self._adjacency[view] = self.ckg.adjacency(attention, self.propagation_graph)
         return cached
 
     def _trans_w(self):

@@ -210,3 +210,56 @@ def test_invalid_config_values(tiny_root):
     model, config, _ = build(tiny_root, pretrain_second_kg="/nonexistent/kg")
     with pytest.raises(FileNotFoundError, match="pretrain_second_kg"):
         model.build_pretrain_task(config)
+
+
+def _reference_gat_layer(layer, x, relation_embedding, edges):
+    """The layer's equations edge by edge, as written in the module docstring ([E, H, d_head] products)."""
+    from torch_geometric.utils import softmax as segment_softmax
+
+    head, tail, relation = edges
+    n = x.size(0)
+    z = layer.lin(x).view(n, layer.n_heads, layer.d_head)
+    rel = layer.lin_relation(relation_embedding).view(-1, layer.n_heads, layer.d_head)
+    message = z[tail] + rel[relation]
+    logits = (z[head] * layer.att_head).sum(-1) + (message * layer.att_message).sum(-1)
+    alpha = segment_softmax(torch.nn.functional.leaky_relu(logits, layer.negative_slope), head, num_nodes=n)
+    out = torch.zeros_like(z).index_add_(0, head, alpha.unsqueeze(-1) * message)
+    return torch.nn.functional.elu(out.view(n, -1)) + x
+
+
+def test_gat_layer_equals_its_edgewise_equations():
+    """The per-node scoring of the attention logits is a re-association, not a change of the model."""
+    from recbole_mkg.model.graph_encoder import RelationalGATLayer
+
+    torch.manual_seed(0)
+    layer = RelationalGATLayer(16, n_heads=4).eval()
+    n, n_rel, n_edges = 30, 5, 200
+    edges = (torch.randint(0, n, (n_edges,)), torch.randint(0, n, (n_edges,)), torch.randint(0, n_rel, (n_edges,)))
+    x = torch.randn(n, 16, requires_grad=True)
+    rel = torch.randn(n_rel, 16, requires_grad=True)
+    got = layer(x, rel, edges)
+    grads = torch.autograd.grad(got.square().sum(), [x, rel, layer.att_head, layer.att_message, layer.lin.weight])
+    want = _reference_gat_layer(layer, x, rel, edges)
+    want_grads = torch.autograd.grad(want.square().sum(), [x, rel, layer.att_head, layer.att_message, layer.lin.weight])
+    torch.testing.assert_close(got, want)
+    for g, w in zip(grads, want_grads):
+        torch.testing.assert_close(g, w)
+
+
+@pytest.mark.parametrize("fusion", ["text_to_visual", "bidirectional", "concat"])
+def test_node_inputs_fuse_only_entities_with_a_modality(tiny_root, fusion):
+    """Fusion over the rows with a modality alone equals fusing every entity (the rest get exact zeros)."""
+    model, _, _ = build(tiny_root, fusion=fusion)
+    model.eval()
+    features, masks = model.modal_inputs()
+    rows = model.modal_rows
+    assert 0 < rows.numel() < model.n_entities  # the tiny data has entities without any modality
+    with torch.no_grad():
+        got = model.encoder.node_inputs(model.entity_embedding.weight, features, masks, 0.0, rows)
+        want = model.entity_embedding.weight + model.encoder.fusion(features, masks)
+        computed = model.encoder.node_inputs(model.entity_embedding.weight, features, masks)  # rows found itself
+    torch.testing.assert_close(got, want)
+    torch.testing.assert_close(computed, want)
+    no_modality = torch.ones(model.n_entities, dtype=torch.bool)
+    no_modality[rows] = False
+    assert torch.equal(got[no_modality], model.entity_embedding.weight[no_modality])

@@ -122,6 +122,8 @@ class KGSide(nn.Module):
         for m in self.modalities:
             self.register_buffer(f"features_{m}", features[m], persistent=False)
             self.register_buffer(f"mask_{m}", masks[m], persistent=False)
+        if encoder.fusion is not None:
+            self.register_buffer("modal_rows", encoder.modal_rows(masks), persistent=False)
 
     @property
     def n_entities(self):
@@ -131,7 +133,8 @@ class KGSide(nn.Module):
         """-> [n_entities, encoder.output_dim]."""
         features = {m: getattr(self, f"features_{m}") for m in self.modalities}
         masks = {m: getattr(self, f"mask_{m}") for m in self.modalities}
-        x = self.encoder.node_inputs(self.entity_embedding.weight, features, masks, feature_mask)
+        x = self.encoder.node_inputs(self.entity_embedding.weight, features, masks, feature_mask,
+                                     getattr(self, "modal_rows", None))
         edges = (self.edge_head, self.edge_tail, self.edge_relation)
         return self.encoder(x, self.relation_embedding.weight, edges, edge_drop)
 

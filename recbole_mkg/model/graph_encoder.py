@@ -144,11 +144,21 @@ class RelationalGATLayer(nn.Module):
         n = x.size(0)
         z = self.lin(x).view(n, self.n_heads, self.d_head)
         rel = self.lin_relation(relation_embedding).view(-1, self.n_heads, self.d_head)
-        message = z[tail] + rel[relation]  # [E, H, d_head]
-        logits = (z[head] * self.att_head).sum(-1) + (message * self.att_message).sum(-1)  # [E, H]
+        # e_hrt = a_d^T W z_h + a_m^T (W z_t + W_r e_r): each term is scored once per node / relation [., H]
+        # and gathered per edge (as PyG's GATConv does), never as [E, H, d_head] products
+        logits = (self._score(z, self.att_head).index_select(0, head)
+                  + self._score(z, self.att_message).index_select(0, tail)
+                  + self._score(rel, self.att_message).index_select(0, relation))  # [E, H]
         alpha = segment_softmax(F.leaky_relu(logits, self.negative_slope), head, num_nodes=n)
+        # index_select, not z[tail]: its backward is an index_add, not a sorting index_put (CPU)
+        message = z.index_select(0, tail) + rel.index_select(0, relation)  # m_hrt [E, H, d_head]
         out = torch.zeros_like(z).index_add_(0, head, alpha.unsqueeze(-1) * message)
         return self.dropout(F.elu(out.view(n, -1))) + x
+
+    @staticmethod
+    def _score(x, attention):
+        """[m, H, d_head] x [1, H, d_head] -> [m, H]: a^T x per head."""
+        return (x * attention).sum(-1)
 
 
 class RelationalGAT(nn.Module):
@@ -188,12 +198,23 @@ class MKGEncoder(nn.Module):
         self.gat = RelationalGAT(dim, gat_layers, gat_heads, jk_mode, dropout)
         self.output_dim = self.gat.output_dim
 
-    def node_inputs(self, id_embedding, features, masks, feature_mask=0.0):
-        """id_embedding [n, d]; features modality -> [n, D_m]; masks modality -> [n] bool.  -> [n, d]."""
+    def node_inputs(self, id_embedding, features, masks, feature_mask=0.0, rows=None):
+        """id_embedding [n, d]; features modality -> [n, D_m]; masks modality -> [n] bool.  -> [n, d].
+
+        Fusion runs on the ``rows`` [n_f] with at least one modality alone (:meth:`modal_rows`; pass them
+        precomputed, the masks being fixed, to spare a device sync): the other entities' fused vector is 0,
+        so they keep their ID embedding, exactly, without being fused (ml-100k-kg: 8,311 of 34,629)."""
         if self.fusion is None:
             return id_embedding
-        features = {m: mask_features(features[m], feature_mask) for m in self.modalities}
-        return id_embedding + self.fusion(features, masks)
+        if rows is None:
+            rows = self.modal_rows(masks)
+        features = {m: mask_features(features[m].index_select(0, rows), feature_mask) for m in self.modalities}
+        masks = {m: masks[m].index_select(0, rows) for m in self.modalities}
+        return id_embedding.index_add(0, rows, self.fusion(features, masks))
+
+    def modal_rows(self, masks):
+        """masks modality -> [n] bool  ->  [n_f] long: the entities with at least one of the encoder's modalities."""
+        return torch.stack([masks[m] for m in self.modalities]).any(0).nonzero().squeeze(1)
 
     def forward(self, x, relation_embedding, edges, edge_drop=0.0):
         return self.gat(x, relation_embedding, drop_edges(edges, edge_drop))

@@ -97,6 +97,9 @@ class CrossGMMI(FullGraphKGRecommender):
             jk_mode=config["jk_mode"], dropout=_check_probability(config, "mess_dropout"),
         )
 
+        if self.encoder.fusion is not None:  # the entities fusion changes (fixed masks, computed once)
+            self.register_buffer("modal_rows", self.encoder.modal_rows(self.modal_inputs()[1]), persistent=False)
+
         # ---- graphs: the collaborative KG (fine-tuning) and the KG alone (pre-training) ----
         ckg = dataset.ckg_graph(form="coo", value_field="relation_id")
         head, tail, rel = (torch.from_numpy(a.astype(np.int64)) for a in (ckg.row, ckg.col, ckg.data))
@@ -138,7 +141,7 @@ class CrossGMMI(FullGraphKGRecommender):
         augment = self.training
         features, masks = self.modal_inputs()
         entities = self.encoder.node_inputs(self.entity_embedding.weight, features, masks,
-                                            self.aug_feature_mask if augment else 0.0)
+                                            self.aug_feature_mask if augment else 0.0, getattr(self, "modal_rows", None))
         x = torch.cat([self.user_embedding.weight, entities], dim=0)
         edges = (self.ckg_head, self.ckg_tail, self.ckg_relation)
         out = self.encoder(x, self.relation_embedding.weight, edges, self.aug_edge_drop if augment else 0.0)

@@ -9,6 +9,9 @@
 #     validation split (ASHA), then every model's best configuration with SEEDS; CPUS_PER_TRIAL (1),
 #     GPUS_PER_TRIAL (0), RAY_ADDRESS (join a cluster), SAMPLER (stratified by default, or random).
 #     LR is not passed: the sweep picks it.
+# CROSSGMMI_PRETRAINED: a CrossGMMI phase-1 file (made once by --train_stage=pretrain, docs/results.md);
+# CrossGMMI's sweep trials and seeds then fine-tune from it (train_stage: finetune) instead of each
+# pre-training anew: phase 1 is untuned and identical in every one of them, and costs twice phase 2 on CPU.
 PYTHON=${PYTHON:-.venv/bin/python}
 DATA_PATH=${DATA_PATH:-../shared/datasets}
 SEEDS=${SEEDS:-2020,2021,2022}
@@ -32,7 +35,18 @@ VARIANT_CONFIGS="$VARIANT_CONFIGS,MultiKG4Rec@text-ui-light-kg-permuted=$C/mkg_t
 run_comparison() {
     local dataset=$1
     shift
-    local budget=(--learning_rate="$LR")
+    local budget=(--learning_rate="$LR") variants=$VARIANT_CONFIGS
+    if [ -n "${CROSSGMMI_PRETRAINED:-}" ]; then
+        if [ ! -f "$CROSSGMMI_PRETRAINED" ]; then
+            echo "CROSSGMMI_PRETRAINED: no file $CROSSGMMI_PRETRAINED (make it with run_recbole_mkg.py" \
+                 "--model=CrossGMMI --train_stage=pretrain --pretrain_save_path=<file>)" >&2
+            return 2
+        fi
+        mkdir -p "$RESULTS_DIR"
+        local finetune="$RESULTS_DIR/crossgmmi_finetune.yaml"
+        printf 'train_stage: finetune\npretrained_path: %s\n' "$(realpath "$CROSSGMMI_PRETRAINED")" > "$finetune"
+        variants="$variants,CrossGMMI=$finetune"
+    fi
     if [ -n "${TUNE:-}" ]; then
         budget=(--tune="$TUNE" --num_samples="${NUM_SAMPLES:-4}" --cpus_per_trial="${CPUS_PER_TRIAL:-1}"
                 --gpus_per_trial="${GPUS_PER_TRIAL:-0}")
@@ -42,6 +56,6 @@ run_comparison() {
     # shellcheck disable=SC2086  # EXTRA is a list of flags
     exec "$PYTHON" run_recbole_mkg.py --model="$MODELS" --dataset="$dataset" --data_path="$DATA_PATH" \
         --feature_dir="$FEATURE_DIR" --protocol=paper --seeds="$SEEDS" --results_dir="$RESULTS_DIR" \
-        --model_configs="$VARIANT_CONFIGS" --jobs="$JOBS" --epochs="$EPOCHS" --stopping_step="$STOP" \
+        --model_configs="$variants" --jobs="$JOBS" --epochs="$EPOCHS" --stopping_step="$STOP" \
         "${budget[@]}" "$@" ${EXTRA:-}
 }

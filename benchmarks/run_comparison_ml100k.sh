@@ -19,6 +19,8 @@ MODELS=${MODELS:-BPR,LightGCN,CKE,KGIN,KGAT,KGAT@kg-permuted,MultiKG4Rec,MultiKG
 # CrossGMMI@cross-kg pre-trains InfoNCE between this KG (Freebase) and ml-100k-kg-dbpedia (same movies)
 CROSS_KG="$RESULTS_DIR/crossgmmi_cross_kg.yaml"
 mkdir -p "$RESULTS_DIR"
-echo "pretrain_second_kg: $(cd "$DATA_PATH" && pwd)/ml-100k-kg-dbpedia" > "$CROSS_KG"
+# (its own phase 1 even where CROSSGMMI_PRETRAINED gives the base model a shared one)
+printf 'pretrain_second_kg: %s\ntrain_stage: pretrain_finetune\npretrained_path: ~\n' \
+    "$(cd "$DATA_PATH" && pwd)/ml-100k-kg-dbpedia" > "$CROSS_KG"
 VARIANT_CONFIGS="$VARIANT_CONFIGS,CrossGMMI@cross-kg=$CROSS_KG"
 run_comparison ml-100k-kg

@@ -252,6 +252,21 @@ def test_comparison_scripts_pass_the_budget_flags(tmp_path, script):
     assert "learning_rate" not in tuned
     assert (tuned["tune"], tuned["num_samples"], tuned["epochs"], tuned["ray_address"]) == (
         "benchmarks/spaces", "3", "20", "auto")
+    # a shared CrossGMMI phase 1: the base model fine-tunes from it, in its sweep and its seeds
+    pretrained = tmp_path / "phase1.pth"
+    pretrained.write_bytes(b"")
+    shared = run_recbole_mkg._model_configs(flags(TUNE="benchmarks/spaces", CROSSGMMI_PRETRAINED=str(pretrained))["model_configs"])
+    (finetune,) = shared["CrossGMMI"]
+    with open(finetune, encoding="utf-8") as f:
+        assert yaml.safe_load(f) == {"train_stage": "finetune", "pretrained_path": str(pretrained)}
+    for label, files in shared.items():  # a variant that pre-trains otherwise says so in its own file
+        if label.startswith("CrossGMMI@"):
+            with open(files[-1], encoding="utf-8") as f:
+                assert yaml.safe_load(f)["train_stage"] == "pretrain_finetune", label
+    missing = subprocess.run(["bash", os.path.join(root, "benchmarks", script)], capture_output=True, text=True,
+                             env={**os.environ, "PYTHON": str(echo_args), "DATA_PATH": str(tmp_path),
+                                  "RESULTS_DIR": str(tmp_path / "r"), "CROSSGMMI_PRETRAINED": str(tmp_path / "none")})
+    assert missing.returncode != 0 and "CROSSGMMI_PRETRAINED: no file" in missing.stderr and not missing.stdout
 
 
 def test_every_comparison_variant_file_is_a_valid_config_of_its_model(tiny_root):

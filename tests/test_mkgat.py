@@ -137,3 +137,29 @@ def test_invalid_config_values(tiny_root):
         build(tiny_root, kg_margin=0)
     with pytest.raises(ValueError, match="modalities"):
         build(tiny_root, modalities=["audio"])
+
+
+@pytest.mark.parametrize("aggregation", ["add", "concat"])
+def test_attention_layer_equals_its_edgewise_equations(aggregation):
+    """Scoring W_2 e(h,r,t) per node and relation is a re-association of the paper's per-edge formula."""
+    import torch.nn.functional as F
+    from torch_geometric.utils import softmax as segment_softmax
+
+    from recbole_mkg.model.knowledge_aware_recommender.mkgat import MKGATLayer
+
+    torch.manual_seed(0)
+    layer = MKGATLayer(8, 6, 5, aggregation, dropout=0.0)
+    n, n_rel, n_edges = 25, 4, 150
+    head, tail, rel = torch.randint(0, n, (n_edges,)), torch.randint(0, n, (n_edges,)), torch.randint(0, n_rel, (n_edges,))
+    x = torch.randn(n, 8, requires_grad=True)
+    r = torch.randn(n_rel, 5, requires_grad=True)
+    got = layer(x, r, (head, tail, rel))
+    e = layer.w1_head(x)[head] + layer.w1_relation(r)[rel] + layer.w1_tail(x)[tail]  # W_1 [e_h || e_r || e_t]
+    pi = segment_softmax(F.leaky_relu(layer.w2(e).squeeze(-1)), head, num_nodes=n)
+    neighbourhood = x.new_zeros(n, 6).index_add_(0, head, pi.unsqueeze(1) * e)
+    out = layer.w3(x) + neighbourhood if aggregation == "add" else layer.w4(torch.cat([x, neighbourhood], 1))
+    want = F.leaky_relu(out)
+    torch.testing.assert_close(got, want)
+    params = [x, r, layer.w2.weight, layer.w1_tail.weight]
+    for g, w in zip(torch.autograd.grad(got.sum(), params), torch.autograd.grad(want.sum(), params)):
+        torch.testing.assert_close(g, w)

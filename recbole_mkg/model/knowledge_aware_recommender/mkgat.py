@@ -78,8 +78,14 @@ class MKGATLayer(nn.Module):
 
     def forward(self, x, relation_embedding, edges):
         head, tail, relation = edges
-        e = self.w1_head(x)[head] + self.w1_relation(relation_embedding)[relation] + self.w1_tail(x)[tail]
-        pi = segment_softmax(F.leaky_relu(self.w2(e).squeeze(-1)), head, num_nodes=x.size(0))
+        parts = (self.w1_head(x), self.w1_relation(relation_embedding), self.w1_tail(x))  # [N|R, d_out]
+        ids = (head, relation, tail)
+        # W_2 e(h,r,t) is linear in the three parts: scored once per node / relation, then gathered per edge
+        w2 = self.w2.weight.squeeze(0)
+        logits = sum((p @ w2).index_select(0, i) for p, i in zip(parts, ids))  # [E]
+        pi = segment_softmax(F.leaky_relu(logits), head, num_nodes=x.size(0))
+        # index_select, not p[i]: its backward is an index_add, not a sorting index_put (CPU)
+        e = sum(p.index_select(0, i) for p, i in zip(parts, ids))  # e(h,r,t) [E, d_out]
         neighbourhood = x.new_zeros(x.size(0), e.size(1)).index_add_(0, head, pi.unsqueeze(1) * e)
         if self.aggregation == "add":
             out = self.w3(x) + neighbourhood

@@ -445,13 +445,14 @@ def space_file_for(spaces, model):
 
 
 def tune_and_compare(models, dataset, spaces, seeds=(2020,), config_file_list=None, config_dict=None,
-                     results_dir=None, num_samples=10, tune_options=None, model_config_files=None, split_seed=None,
+                     results_dir=None, num_samples=None, tune_options=None, model_config_files=None, split_seed=None,
                      timeout=None, jobs=1, log=print):
     """The fair comparison: an equal tuning budget per model on one split, then :func:`compare`.
 
     1. The split is saved once (:func:`prepare_split`).
     2. Every base model (``Model`` of ``Model@label``) is swept with :func:`recbole_mkg.tune.run_tune` on that
-       split's *validation* part: ``num_samples`` trials, each capped at the config's ``epochs`` (the same
+       split's *validation* part: ``num_samples`` trials (``None``: a new sweep's default, an interrupted
+       one's recorded number; :func:`recbole_mkg.tune.run_tune`), each capped at the config's ``epochs`` (the same
        cap for every model), ASHA unless ``tune_options`` says otherwise. A finished sweep
        (``<results_dir>/tune/<Model>/best_config.yaml``) is reused, an interrupted one resumed.
     3. :func:`compare` runs every entry with its base model's best config (then the entry's own files from
@@ -490,7 +491,7 @@ def tune_and_compare(models, dataset, spaces, seeds=(2020,), config_file_list=No
         earlier = record.get("models", {})
         for b in earlier.values():  # records from before the per-model number of trials
             b.setdefault("trials", record.get("trials_per_model"))
-    budget = {"trials_per_model": int(num_samples), "scheduler": tune_options.get("scheduler", "asha"),
+    budget = {"trials_per_model": num_samples, "scheduler": tune_options.get("scheduler", "asha"),
               "selection": "validation split of the saved split",
               "models": {m: b for m, b in earlier.items() if m not in base_models}}
     tuned_files = {}
@@ -536,7 +537,8 @@ def _tuned_config(base, dataset, space, num_samples, tune_root, budget, files, o
     if os.path.isfile(best):
         log(f"[tune+compare] {base}: sweep done before, using {best}")
     else:
-        log(f"[tune+compare] {base}: {num_samples} trials x at most {cap} epochs ({space})")
+        trials = "the sweep's default number of" if num_samples is None else num_samples
+        log(f"[tune+compare] {base}: {trials} trials x at most {cap} epochs ({space})")
         result = run_tune(base, dataset, space, config_file_list=files, config_dict=on_split,
                           num_samples=num_samples, tune_dir=tune_root, name=base, log=log, **tune_options)
         if not result.get("best_config"):
@@ -551,8 +553,10 @@ def _tuned_config(base, dataset, space, num_samples, tune_root, budget, files, o
             f"parameters are unknown (shown as '-'); {best} is used as it is. Delete {os.path.dirname(best)} "
             f"to sweep {base} again.")
     record = read_sweep_record(os.path.dirname(best))
-    budget["models"][base] = {"space": space, "epochs_cap": cap, "trials_run": _count_trials(os.path.dirname(best)),
-                              "trials": record.get("num_samples", num_samples), "sampler": record.get("sampler"),
+    trials_run = _count_trials(os.path.dirname(best))
+    budget["models"][base] = {"space": space, "epochs_cap": cap, "trials_run": trials_run,
+                              "trials": record.get("num_samples", trials_run if num_samples is None else num_samples),
+                              "sampler": record.get("sampler"),
                               "best_config": best, "best_valid": best_info.get("best_valid"),
                               "best_params": best_info.get("params")}
     return best

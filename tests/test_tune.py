@@ -268,6 +268,32 @@ def test_cli_hands_the_sampler_to_the_sweep_and_the_comparison(monkeypatch):
     run_recbole_mkg.main(["--model=BPR,KGAT", "--tune=spaces", "--sampler=stratified", "--tune_seed=5"])
     assert calls["compare"]["tune_options"]["sampler"] == "stratified"
     assert calls["compare"]["tune_options"]["tune_seed"] == 5
+    assert calls["compare"]["num_samples"] is None  # unset: an interrupted sweep resumes with its record's
+
+
+def test_the_comparison_hands_an_unset_number_of_trials_to_the_sweep(tiny_root, tmp_path, monkeypatch):
+    """tune_and_compare without num_samples must not ask an interrupted sweep for a default it may not have
+    been started with (that is an error in run_tune); the budget then shows the sweep's recorded number."""
+    import recbole_mkg.tune
+    from recbole_mkg.compare import _tuned_config
+
+    seen = {}
+
+    def sweep(model, dataset, space, num_samples=None, tune_dir=None, name=None, **kwargs):
+        seen["num_samples"] = num_samples
+        folder = tmp_path / "tune" / name
+        folder.mkdir(parents=True)
+        (folder / "best_config.yaml").write_text("learning_rate: 0.01\n")
+        (folder / recbole_mkg.tune.SWEEP_RECORD).write_text(json.dumps({"sampler": "random", "seed": 1,
+                                                                          "num_samples": 3}))
+        return {"best_config": str(folder / "best_config.yaml")}
+
+    monkeypatch.setattr(recbole_mkg.tune, "run_tune", sweep)
+    budget, logs = {"models": {}}, []
+    _tuned_config("BPR", "mkg-tiny", "BPR.test", None, str(tmp_path / "tune"), budget, [], tiny_config(tiny_root),
+                  {}, logs.append)
+    assert seen["num_samples"] is None
+    assert budget["models"]["BPR"]["trials"] == 3 and budget["models"]["BPR"]["sampler"] == "random"
 
 
 def test_a_malformed_sweep_record_names_the_file(tmp_path):

@@ -26,14 +26,26 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 from recbole_mkg.atomic_io import atomic_open, atomic_write_json  # noqa: E402
+
+def _config_file(name):
+    import yaml
+
+    with open(os.path.join(HERE, "configs", name), encoding="utf-8") as f:
+        return yaml.safe_load(f)
+
+
 #: timed variant -> (model, config overrides). "MultiKG4Rec-fast" is the named speed option
-#: (fusion_sample_ratio 0.1, beyond the paper); its accuracy cost is measured in docs/results.md.
+#: (fusion_sample_ratio 0.1, beyond the paper); its accuracy cost is measured in docs/results.md. The
+#: "@" variants are those of the comparisons (benchmarks/configs/, beyond the papers).
 VARIANTS = {
     "KGAT": ("KGAT", {}),
     "MultiKG4Rec": ("MultiKG4Rec", {}),
     "MultiKG4Rec-fast": ("MultiKG4Rec", {"fusion_sample_ratio": 0.1}),
+    "KGAT@ui-light": ("KGAT", _config_file("ui_light.yaml")),
+    "MultiKG4Rec@text-ui-light": ("MultiKG4Rec", {**_config_file("mkg_text.yaml"), **_config_file("ui_light.yaml")}),
 }
-MODELS = tuple(VARIANTS)
+#: the default set; the first of a --models list is the reference of the ratios
+MODELS = ("KGAT", "MultiKG4Rec", "MultiKG4Rec-fast")
 
 
 def synthetic_features(data_path, out_dir, seed=0):
@@ -210,7 +222,13 @@ def main(argv=None):
     parser.add_argument("--skip_memory", action="store_true")
     parser.add_argument("--skip_profile", action="store_true")
     parser.add_argument("--out_dir", default=os.path.join(HERE, "results"))
+    parser.add_argument("--models", default=",".join(MODELS),
+                        help=f"comma-separated, the first is the reference of the ratios; of {list(VARIANTS)}")
     args, unknown = parser.parse_known_args(argv)
+    models = tuple(m.strip() for m in args.models.split(",") if m.strip())
+    unknown_models = [m for m in models if m not in VARIANTS]
+    if unknown_models or not models:
+        parser.error(f"--models: {unknown_models or args.models!r} not among {list(VARIANTS)}")
     args.overrides = dict(a[2:].split("=", 1) for a in unknown if a.startswith("--") and "=" in a)
     if not os.path.isdir(os.path.join(args.data_path, "ml-1m-kg")):
         print(f"ml-1m-kg not found under {args.data_path}: nothing to benchmark")
@@ -225,14 +243,14 @@ def main(argv=None):
         return 0
 
     os.makedirs(args.out_dir, exist_ok=True)
-    entries = {name: build_model(name, args, feature_dir) for name in MODELS}
+    entries = {name: build_model(name, args, feature_dir) for name in models}
     time_training(entries, args)
     time_attention_and_eval(entries, args)
     profiles = {name: profile(entry, name, args, args.out_dir) for name, entry in entries.items()}
 
     memory = {}
     if not args.skip_memory:
-        for name in MODELS:
+        for name in models:
             cmd = [sys.executable, os.path.abspath(__file__), f"--memory_of={name}", f"--data_path={args.data_path}",
                    f"--batches={args.batches}", f"--batch_size={args.batch_size}", f"--device={args.device}"]
             cmd += [f"--feature_dir={args.feature_dir}"] if args.feature_dir else []
@@ -266,23 +284,25 @@ def main(argv=None):
             "memory": memory.get(name),
             "profile": os.path.relpath(profiles[name], ROOT) if profiles[name] else "-",
         }
-    k = report["models"]["KGAT"]
+    ref = models[0]
+    k = report["models"][ref]
     key = "train_s_per_bpr_batch (median round)"
-    for name in MODELS[1:]:
+    for name in models[1:]:
         m = report["models"][name]
-        m["ratio_train_batch_vs_KGAT"] = round(m[key] / k[key], 2)
-        m["ratio_full_ranking_eval_vs_KGAT"] = round(m["full_ranking_eval_s"] / k["full_ranking_eval_s"], 2)
-    report["ratio_train_batch"] = report["models"]["MultiKG4Rec"]["ratio_train_batch_vs_KGAT"]
-    report["ratio_full_ranking_eval"] = report["models"]["MultiKG4Rec"]["ratio_full_ranking_eval_vs_KGAT"]
+        m[f"ratio_train_batch_vs_{ref}"] = round(m[key] / k[key], 2)
+        m[f"ratio_full_ranking_eval_vs_{ref}"] = round(m["full_ranking_eval_s"] / k["full_ranking_eval_s"], 2)
+    if ref == "KGAT" and "MultiKG4Rec" in models:
+        report["ratio_train_batch"] = report["models"]["MultiKG4Rec"]["ratio_train_batch_vs_KGAT"]
+        report["ratio_full_ranking_eval"] = report["models"]["MultiKG4Rec"]["ratio_full_ranking_eval_vs_KGAT"]
     base = os.path.join(args.out_dir, f"ml1m_{args.device}")
     atomic_write_json(base + ".json", report)
-    lines = [f"# Multi-KG4Rec vs KGAT on ml-1m-kg ({report['date']}, {args.device}: {device_name}, "
+    lines = [f"# {', '.join(models[1:])} vs {ref} on ml-1m-kg ({report['date']}, {args.device}: {device_name}, "
              f"{report['cpu_count']} cores, torch threads {threads})", "",
              f"Batch size {args.batch_size}; {args.batches} BPR batches x {args.rounds} interleaved rounds per model;"
              f" features {'SYNTHETIC (random, real dimensions; speed only)' if synthetic else 'real'}.", "",
-             "| | " + " | ".join(MODELS) + " | " + " | ".join(f"{n} / KGAT" for n in MODELS[1:]) + " |",
-             "|---" * (2 * len(MODELS)) + "|"]
-    models = [report["models"][n] for n in MODELS]
+             "| | " + " | ".join(models) + " | " + " | ".join(f"{n} / {ref}" for n in models[1:]) + " |",
+             "|---" * (2 * len(models)) + "|"]
+    names, models = models, [report["models"][n] for n in models]
 
     def row(label, values):
         ratios = [f"{v / values[0]:.2f}" if values[0] and v is not None else "-" for v in values[1:]]
@@ -301,7 +321,8 @@ def main(argv=None):
             row(f"peak {field[5:-3].upper()} MB (own process)", values)
     lines += ["", f"BPR batches per epoch: {k['train_batches_per_epoch']}, TransR batches {k['kg_batches_per_epoch']}; CKG edges {k['ckg_edges']:,}; "
                   f"users {k['users']:,}, items {k['items']:,}, entities {k['entities']:,}.",
-              "MultiKG4Rec-fast = MultiKG4Rec with fusion_sample_ratio 0.1 (a speed option beyond the paper).",
+              "Variants (beyond the papers): " + "; ".join(f"{n} = {VARIANTS[n][0]} + {VARIANTS[n][1]}" for n in names
+                                                           if VARIANTS[n][1]) + ".",
               "Profiles: " + ", ".join(m["profile"] for m in models) + "."]
     with atomic_open(base + ".md") as f:
         f.write("\n".join(lines) + "\n")

@@ -17,6 +17,7 @@ import os
 import torch
 from recbole.config.configurator import Config as RecBoleConfig
 
+from recbole_mkg.model.layers import PROPAGATION_GRAPHS
 from recbole_mkg.utils import canonical_model_name, get_model
 
 PROPERTIES_DIR = os.path.join(os.path.dirname(os.path.realpath(__file__)), "properties")
@@ -49,7 +50,7 @@ class Config(RecBoleConfig):
         "layers": (list, lambda v: all(isinstance(x, int) and x >= 1 for x in v), "a list of positive integers"),
         "seed": (int, lambda v: True, "an integer"),
         "fusion_sample_ratio": ((int, float), lambda v: 0 < v <= 1, "a number in (0, 1] (1 = the paper's model)"),
-        "propagation_graph": (str, lambda v: v in ("ckg", "interactions"),
+        "propagation_graph": (str, lambda v: v in PROPAGATION_GRAPHS,
                               "ckg (the papers: the collaborative KG) or interactions (user-item edges only)"),
     }
 

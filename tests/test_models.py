@@ -210,7 +210,7 @@ def test_interactions_graph_is_lightgcns_normalised_user_item_matrix(tiny_root, 
 
 
 def test_interactions_graph_bad_values(tiny_root):
-    with pytest.raises(ValueError, match="propagation_graph"):
+    with pytest.raises(ValueError, match="config 'propagation_graph' must be ckg .* or interactions"):
         build(tiny_root, model="KGAT", propagation_graph="kg")
     with pytest.raises(ValueError, match="propagation_graph: interactions' and 'neighbour_sample_sizes'"):
         build(tiny_root, model="KGAT", propagation_graph="interactions", neighbour_sample_sizes=[4, 4])

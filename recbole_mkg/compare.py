@@ -122,6 +122,12 @@ def prepare_split(dataset, config_file_list=None, config_dict=None, results_dir=
     one with ``default_seed``. A saved split made with another seed than an explicit ``split_seed`` is an
     error (the runs of one results folder must share one split).
 
+    The split's files (data: never published) live in ``<results_dir>/split/``; its description (seed,
+    sizes, no data) also goes to ``<results_dir>/split.json``, which travels with the results. A folder
+    whose ``split/`` is gone (e.g. results copied from the docs) is split again with the recorded seed and
+    must come out the same size; a folder with earlier runs and no record at all is an error unless
+    ``split_seed`` is given, since a new split under old runs would compare runs on different test sets.
+
     Returns:
         dict: ``{"data_path": <folder holding <dataset>/>, "benchmark_filename": [train, valid, test],
         "sizes": {...}, "split_seed": int}``; the overrides every run of the comparison uses.
@@ -136,9 +142,12 @@ def prepare_split(dataset, config_file_list=None, config_dict=None, results_dir=
     split_root = os.path.abspath(os.path.join(results_dir, "split"))
     folder = os.path.join(split_root, dataset)
     marker = os.path.join(folder, "split.json")
+    record_path = os.path.join(results_dir, "split.json")
     if os.path.isfile(marker):
         with open(marker, encoding="utf-8") as f:
             info = json.load(f)
+        if not os.path.isfile(record_path):  # folders made before the record existed
+            atomic_write_json(record_path, info)
         if split_seed is not None and int(split_seed) != int(info["split_seed"]):
             raise ValueError(f"{folder} holds the split made with seed {info['split_seed']}, not {split_seed}: "
                              f"omit --split_seed (or pass {info['split_seed']}) to add runs to this comparison, "
@@ -146,6 +155,23 @@ def prepare_split(dataset, config_file_list=None, config_dict=None, results_dir=
         return {"data_path": split_root, "benchmark_filename": list(SPLIT_PARTS), "sizes": info["sizes"],
                 "split_seed": int(info["split_seed"])}
 
+    recorded = None
+    if os.path.isfile(record_path):
+        with open(record_path, encoding="utf-8") as f:
+            recorded = json.load(f)
+        if recorded.get("dataset") == dataset:
+            if split_seed is not None and int(split_seed) != int(recorded["split_seed"]):
+                raise ValueError(f"{record_path}: the runs of this folder used the split made with seed "
+                                 f"{recorded['split_seed']}, not {split_seed}: omit --split_seed (or pass "
+                                 f"{recorded['split_seed']}), or use another --results_dir for a new split")
+            split_seed = int(recorded["split_seed"])
+        else:
+            recorded = None
+    elif split_seed is None and _earlier_runs(results_dir, dataset):
+        raise ValueError(
+            f"{results_dir} holds earlier runs on {dataset} but neither their split ({folder}) nor its record "
+            f"({record_path}): pass --split_seed=<the seed their split was made with> (the first seed of the "
+            f"command that made them, unless it gave --split_seed), so that new runs use the same split")
     split_seed = int(default_seed if split_seed is None else split_seed)
     overrides = dict(config_dict or {})
     overrides.update({"seed": split_seed, "benchmark_filename": None})
@@ -182,13 +208,34 @@ def prepare_split(dataset, config_file_list=None, config_dict=None, results_dir=
         sizes[name] = int(len(inter))
     if os.path.isfile(os.path.join(source, kg_name)):
         _write_filtered_kg_and_link(data, config, source, folder, dataset, parts)
-    atomic_write_json(marker, {"dataset": dataset, "source": source, "split_seed": split_seed,
-                               "eval_args": str(config["eval_args"]), "sizes": sizes,
-                               "drop_relations": to_plain(config["drop_relations"]),
-                               "users": int(data.user_num - 1), "items": int(data.item_num - 1),
-                               "interactions": int(np.sum(list(sizes.values())))})
+    info = {"dataset": dataset, "source": source, "split_seed": split_seed,
+            "eval_args": str(config["eval_args"]), "sizes": sizes,
+            "drop_relations": to_plain(config["drop_relations"]),
+            "users": int(data.user_num - 1), "items": int(data.item_num - 1),
+            "interactions": int(np.sum(list(sizes.values())))}
+    if recorded is not None and recorded.get("sizes") not in (None, sizes):
+        raise ValueError(f"{record_path}: the split made again with seed {split_seed} has sizes {sizes}, the "
+                         f"recorded one {recorded['sizes']}: the data or the protocol changed since the earlier "
+                         f"runs ({folder} is left for inspection); use another --results_dir")
+    atomic_write_json(marker, info)
+    atomic_write_json(record_path, info)
     return {"data_path": split_root, "benchmark_filename": list(SPLIT_PARTS), "sizes": sizes,
             "split_seed": split_seed}
+
+
+def _earlier_runs(results_dir, dataset):
+    """Run records (``runs/*.json``) of ``dataset`` in ``results_dir``."""
+    runs = os.path.join(results_dir, "runs")
+    found = []
+    for name in sorted(os.listdir(runs)) if os.path.isdir(runs) else []:
+        if name.endswith(".json") and not name.endswith(".failed.json"):
+            try:
+                with open(os.path.join(runs, name), encoding="utf-8") as f:
+                    if json.load(f).get("dataset") == dataset:
+                        found.append(name)
+            except (OSError, ValueError):
+                continue
+    return found
 
 
 def _write_filtered_kg_and_link(data, config, source, folder, dataset, parts):

@@ -87,6 +87,40 @@ def test_saved_split_is_the_kg_filtered_interactions(comparison, tiny_root):
         prepare_split("mkg-tiny", [protocol_file("paper")], _shared(tiny_root), str(out), split_seed=1)
 
 
+def test_a_folder_whose_split_is_gone_is_split_again_with_the_recorded_seed(comparison, tiny_root, tmp_path):
+    """Results copied without split/ (the data is never published): the folder's split.json record gives
+    the seed, so new runs get the same split; with no record, earlier runs make a missing seed an error."""
+    import shutil
+
+    out, _, _ = comparison
+    record = json.load(open(out / "split.json"))
+    assert record["split_seed"] == 2020 and record["sizes"] == json.load(open(out / "split" / "mkg-tiny" / "split.json"))["sizes"]
+    original = {p: open(out / "split" / "mkg-tiny" / f"mkg-tiny.{p}.inter").read() for p in ("train", "valid", "test")}
+    copy = tmp_path / "copied"
+    shutil.copytree(out / "runs", copy / "runs")
+    shutil.copy(out / "split.json", copy / "split.json")
+    # the first seed of the new command (2021) does not pick the split: the record does
+    again = prepare_split("mkg-tiny", [protocol_file("paper")], _shared(tiny_root), str(copy), default_seed=2021)
+    assert again["split_seed"] == 2020 and again["sizes"] == record["sizes"]
+    for part, text in original.items():
+        assert open(copy / "split" / "mkg-tiny" / f"mkg-tiny.{part}.inter").read() == text
+    with pytest.raises(ValueError, match="seed 2020, not 7"):
+        prepare_split("mkg-tiny", [protocol_file("paper")], _shared(tiny_root), str(copy), split_seed=7)
+    # no record and earlier runs: the seed must be given
+    bare = tmp_path / "bare"
+    shutil.copytree(out / "runs", bare / "runs")
+    with pytest.raises(ValueError, match="pass --split_seed"):
+        prepare_split("mkg-tiny", [protocol_file("paper")], _shared(tiny_root), str(bare), default_seed=2021)
+    given = prepare_split("mkg-tiny", [protocol_file("paper")], _shared(tiny_root), str(bare), split_seed=2020)
+    assert given["split_seed"] == 2020 and json.load(open(bare / "split.json"))["split_seed"] == 2020
+    # a record whose sizes the data no longer gives is refused
+    changed = tmp_path / "changed"
+    os.makedirs(changed)
+    json.dump(dict(record, sizes={"train": 1, "valid": 1, "test": 1}), open(changed / "split.json", "w"))
+    with pytest.raises(ValueError, match="the data or the protocol changed"):
+        prepare_split("mkg-tiny", [protocol_file("paper")], _shared(tiny_root), str(changed))
+
+
 def test_tables_and_chart(comparison):
     out, result, _ = comparison
     md = open(result["markdown"]).read()

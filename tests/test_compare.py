@@ -164,6 +164,15 @@ def test_failed_run_is_recorded_and_the_others_go_on(comparison, tiny_root):
     assert "Failed runs" in open(result["markdown"]).read()
 
 
+def test_parallel_runs_split_the_cpus_between_them():
+    from recbole_mkg.compare import child_environment
+
+    assert child_environment(2, {}, cpu_count=8)["OMP_NUM_THREADS"] == "4"
+    assert child_environment(3, {}, cpu_count=2)["OMP_NUM_THREADS"] == "1"
+    assert "OMP_NUM_THREADS" not in child_environment(1, {}, cpu_count=8)  # one run: torch's default
+    assert child_environment(4, {"OMP_NUM_THREADS": "3"}, cpu_count=8)["OMP_NUM_THREADS"] == "3"  # the user's
+
+
 def test_epoch_caps_parsing():
     assert parse_epoch_caps("KGAT:20,BPR:100") == {"KGAT": 20, "BPR": 100}
     assert parse_epoch_caps("5", ["A", "B"]) == {"A": 5, "B": 5}
@@ -199,6 +208,9 @@ def test_named_variants_run_in_parallel_with_their_own_configs(tiny_root, tmp_pa
                      jobs=2, log=lambda line: None)
     by_label = {r["model"]: r for r in result["records"]}
     assert set(by_label) == {"MultiKG4Rec", "MultiKG4Rec@text"}
+    # two runs at once share the CPUs instead of each taking one thread per CPU (unless the user chose)
+    threads = int(os.environ.get("OMP_NUM_THREADS") or max(1, (os.cpu_count() or 1) // 2))
+    assert {r["torch_threads"] for r in result["records"]} == {threads}
     assert by_label["MultiKG4Rec@text"]["model_class"] == "MultiKG4Rec"
     assert by_label["MultiKG4Rec@text"]["config"]["modalities"] == ["text"]
     assert by_label["MultiKG4Rec"]["config"]["modalities"] == ["visual", "text"]

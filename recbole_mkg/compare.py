@@ -39,7 +39,7 @@ import yaml
 
 from recbole_mkg.atomic_io import atomic_open, atomic_write_json, atomic_write_text
 
-__all__ = ["compare", "child_environment", "tune_and_compare", "space_file_for", "run_one", "model_of", "prepare_split", "summarise",
+__all__ = ["compare", "child_environment", "device_name", "tune_and_compare", "space_file_for", "run_one", "model_of", "prepare_split", "summarise",
            "parse_epoch_caps", "HEADLINE_METRICS"]
 
 HEADLINE_METRICS = [f"{m}@{k}" for m in ("recall", "mrr", "ndcg", "hit") for k in (10, 20)]
@@ -349,6 +349,7 @@ def run_one(model, dataset, seed, config_file_list=None, config_dict=None, out_d
         "peak_rss_mb": _peak_rss_mb(),
         "peak_gpu_mb": (torch.cuda.max_memory_allocated() / 2**20) if config["device"].type == "cuda" else None,
         "device": str(config["device"]),
+        "device_name": device_name(config["device"]),
         "torch_threads": int(torch.get_num_threads()),
         "n_params": int(sum(p.numel() for p in model_obj.parameters())),
         "split_sizes": {n: int(len(d._dataset.inter_feat))
@@ -361,6 +362,19 @@ def run_one(model, dataset, seed, config_file_list=None, config_dict=None, out_d
                           yaml.safe_dump(final_config, sort_keys=True, allow_unicode=True))
         atomic_write_json(os.path.join(out_dir, "runs", f"{key}.json"), record)
     return record
+
+
+def device_name(device):
+    """What the run ran on, for result tables: the GPU's name (``torch.cuda.get_device_name``) on CUDA,
+    else the processor and its logical CPU count, e.g. ``'cpu: x86_64, 2 logical CPUs'``."""
+    import platform
+
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{device.type}: {platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs"
 
 
 def child_environment(jobs, environ=None, cpu_count=None):
@@ -745,7 +759,8 @@ def summarise(results_dir, models=None, seeds=None, epoch_caps=None, log=print):
     if len(splits) > 1:
         lines += ["", f"WARNING: runs saw different splits: {sorted(splits)}"]
     elif records:
-        devices = ", ".join(sorted({str(r.get("device")) for r in records}))
+        devices = ", ".join(sorted({str(r.get("device")) + (f" ({r['device_name']})" if r.get("device_name") else "")
+                                    for r in records}))
         lines += ["", f"Split (train/valid/test interactions): {records[0].get('split_sizes')}; "
                       f"device: {devices}."]
     lines += _budget_lines(results_dir, models)

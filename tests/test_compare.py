@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 import run_recbole_mkg
-from recbole_mkg.compare import compare, parse_epoch_caps, prepare_split, protocol_file, summarise
+from recbole_mkg.compare import compare, device_name, parse_epoch_caps, prepare_split, protocol_file, summarise
 from tests.conftest import tiny_config
 
 
@@ -211,6 +211,8 @@ def test_named_variants_run_in_parallel_with_their_own_configs(tiny_root, tmp_pa
     # two runs at once share the CPUs instead of each taking one thread per CPU (unless the user chose)
     threads = int(os.environ.get("OMP_NUM_THREADS") or max(1, (os.cpu_count() or 1) // 2))
     assert {r["torch_threads"] for r in result["records"]} == {threads}
+    assert {r["device_name"] for r in result["records"]} == {device_name("cpu")}
+    assert f"device: cpu ({device_name('cpu')})" in open(result["markdown"]).read()
     assert by_label["MultiKG4Rec@text"]["model_class"] == "MultiKG4Rec"
     assert by_label["MultiKG4Rec@text"]["config"]["modalities"] == ["text"]
     assert by_label["MultiKG4Rec"]["config"]["modalities"] == ["visual", "text"]

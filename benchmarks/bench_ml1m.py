@@ -17,7 +17,6 @@ speed does not depend on the values. Results go to ``benchmarks/results/ml1m_<de
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -233,8 +232,9 @@ def main(argv=None):
     if not os.path.isdir(os.path.join(args.data_path, "ml-1m-kg")):
         print(f"ml-1m-kg not found under {args.data_path}: nothing to benchmark")
         return 0
-    import recbole_mkg  # noqa: F401
     import torch
+
+    from recbole_mkg.utils import device_name as describe_device
 
     synthetic = args.feature_dir is None
     feature_dir = args.feature_dir or synthetic_features(args.data_path, os.path.join(ROOT, "saved", "bench_features"))
@@ -259,7 +259,7 @@ def main(argv=None):
             line = [x for x in proc.stdout.splitlines() if x.startswith("MEMORY ")]
             memory[name] = json.loads(line[-1][7:]) if line else {"error": proc.stderr[-500:]}
 
-    device_name = torch.cuda.get_device_name(0) if args.device == "cuda" else f"{platform.processor() or 'CPU'}"
+    device_name = describe_device(args.device)
     threads = torch.get_num_threads()
     report = {"date": time.strftime("%Y-%m-%d %H:%M"), "device": args.device, "device_name": device_name,
               "cpu_count": os.cpu_count(), "torch_threads": threads, "batch_size": args.batch_size,

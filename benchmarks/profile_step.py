@@ -12,7 +12,6 @@ compare two versions of the code by running it on each (e.g. from a ``git worktr
 """
 import argparse
 import os
-import platform
 import sys
 import time
 
@@ -47,6 +46,7 @@ def main(argv=None):
 
     from recbole_mkg.config import Config
     from recbole_mkg.quick_start import build
+    from recbole_mkg.utils import device_name
 
     sys.argv = sys.argv[:1]  # RecBole's Config would read this script's flags too
     config = Config(model=args.model, dataset=args.dataset, config_dict={
@@ -61,8 +61,7 @@ def main(argv=None):
         train.set_mode(KGDataLoaderState.RS)
     batch = next(iter(train)).to(config["device"])
     report = {"model": args.model, "dataset": args.dataset, "device": str(config["device"]),
-              "device_name": torch.cuda.get_device_name(0) if config["device"].type == "cuda" else
-              (platform.processor() or "CPU"), "torch_threads": torch.get_num_threads(),
+              "device_name": device_name(config["device"]), "torch_threads": torch.get_num_threads(),
               "date": time.strftime("%Y-%m-%d %H:%M"), "train_batch_size": config["train_batch_size"],
               "params": int(sum(p.numel() for p in model.parameters())), "steps": {}}
 

@@ -39,7 +39,7 @@ import yaml
 
 from recbole_mkg.atomic_io import atomic_open, atomic_write_json, atomic_write_text
 
-__all__ = ["compare", "child_environment", "device_name", "tune_and_compare", "space_file_for", "run_one", "model_of", "prepare_split", "summarise",
+__all__ = ["compare", "child_environment", "tune_and_compare", "space_file_for", "run_one", "model_of", "prepare_split", "summarise",
            "parse_epoch_caps", "HEADLINE_METRICS"]
 
 HEADLINE_METRICS = [f"{m}@{k}" for m in ("recall", "mrr", "ndcg", "hit") for k in (10, 20)]
@@ -289,6 +289,7 @@ def run_one(model, dataset, seed, config_file_list=None, config_dict=None, out_d
     from recbole_mkg.compat.safe_checkpoints import to_plain
     from recbole_mkg.config import Config
     from recbole_mkg.quick_start import build
+    from recbole_mkg.utils import device_name
 
     overrides = dict(config_dict or {})
     overrides["seed"] = int(seed)
@@ -362,19 +363,6 @@ def run_one(model, dataset, seed, config_file_list=None, config_dict=None, out_d
                           yaml.safe_dump(final_config, sort_keys=True, allow_unicode=True))
         atomic_write_json(os.path.join(out_dir, "runs", f"{key}.json"), record)
     return record
-
-
-def device_name(device):
-    """What the run ran on, for result tables: the GPU's name (``torch.cuda.get_device_name``) on CUDA,
-    else the processor and its logical CPU count, e.g. ``'cpu: x86_64, 2 logical CPUs'``."""
-    import platform
-
-    import torch
-
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"{device.type}: {platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs"
 
 
 def child_environment(jobs, environ=None, cpu_count=None):

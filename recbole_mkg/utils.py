@@ -1,5 +1,8 @@
-"""Model and trainer look-up: the plugin's classes first, then RecBole's (RecBole-GNN style)."""
+"""Model and trainer look-up: the plugin's classes first, then RecBole's (RecBole-GNN style); the name of
+the device a run or benchmark ran on."""
 import importlib
+import os
+import platform
 
 from recbole.utils import get_model as recbole_get_model
 from recbole.utils import get_trainer as recbole_get_trainer
@@ -60,3 +63,14 @@ def get_trainer(model_type, model_name):
     if trainer is not None:
         return trainer
     return recbole_get_trainer(model_type, model_name)
+
+
+def device_name(device):
+    """What the run ran on, for result tables: the GPU's name (``torch.cuda.get_device_name``) on CUDA,
+    else the processor and the logical CPU count, e.g. ``'x86_64, 2 logical CPUs'``."""
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs"

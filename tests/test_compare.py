@@ -6,7 +6,8 @@ import pytest
 import yaml
 
 import run_recbole_mkg
-from recbole_mkg.compare import compare, device_name, parse_epoch_caps, prepare_split, protocol_file, summarise
+from recbole_mkg.compare import compare, parse_epoch_caps, prepare_split, protocol_file, summarise
+from recbole_mkg.utils import device_name
 from tests.conftest import tiny_config
 
 

@@ -478,6 +478,9 @@ def compare(models, dataset, seeds=(2020,), config_file_list=None, config_dict=N
         except subprocess.TimeoutExpired:
             code, tail = -1, f"timed out after {timeout} s"
             atomic_write_json(failed, {"status": "failed", "model": spec["model"], "seed": spec["seed"], "error": tail})
+        finally:  # the worker's input only: the run's merged config is in configs/<key>.yaml
+            if os.path.exists(spec_path):
+                os.remove(spec_path)
         if code == 0 and os.path.isfile(out):
             log(f"[compare] {key}: done in {time.time() - start:.1f} s")
         else:

@@ -339,9 +339,11 @@ def run_tune(model, dataset, space_file, config_file_list=None, config_dict=None
             tuner = tune.Tuner(
                 trainable,
                 param_space=param_space,
+                # the limit goes to the generator itself: Ray ignores max_concurrent_trials (with a warning)
+                # when search_alg is a BasicVariantGenerator
                 tune_config=tune.TuneConfig(metric=SCORE, mode=mode, scheduler=sched, num_samples=trials,
-                                            max_concurrent_trials=max_concurrent,
-                                            search_alg=BasicVariantGenerator(random_state=record["seed"])),
+                                            search_alg=BasicVariantGenerator(random_state=record["seed"],
+                                                                             max_concurrent=max_concurrent or 0)),
                 run_config=tune.RunConfig(name=name, storage_path=storage, verbose=0,
                                           failure_config=tune.FailureConfig(max_failures=0, fail_fast=False)),
             )

@@ -303,3 +303,34 @@ def test_a_malformed_sweep_record_names_the_file(tmp_path):
     (tmp_path / "sweep.json").write_text("{not json")
     with pytest.raises(ValueError, match=r"sweep.json is not valid JSON.*delete the sweep folder"):
         read_sweep_record(str(tmp_path))
+
+
+def test_max_concurrent_limits_the_trials_the_generator_starts(tiny_root, tmp_path, monkeypatch):
+    """--max_concurrent reaches the search algorithm itself: Ray ignores TuneConfig.max_concurrent_trials (with
+    a warning) when search_alg is a BasicVariantGenerator, which both samplers use."""
+    from ray import tune
+
+    class Captured(Exception):
+        pass
+
+    seen = {}
+
+    class FakeTuner:
+        @staticmethod
+        def can_restore(path, *args, **kwargs):
+            return False
+
+        def __init__(self, trainable, param_space=None, tune_config=None, run_config=None):
+            seen["config"] = tune_config
+            raise Captured
+
+    monkeypatch.setattr(tune, "Tuner", FakeTuner)
+    space = tmp_path / "hyper.test"
+    space.write_text("learning_rate loguniform -6,-3\n")
+    config = tiny_config(tiny_root, epochs=1)
+    for sampler in ("random", "stratified"):
+        with pytest.raises(Captured):
+            run_tune("BPR", "mkg-tiny", str(space), config_dict=config, num_samples=2, sampler=sampler,
+                     max_concurrent=1, tune_dir=str(tmp_path / sampler), num_cpus=2, log=lambda _: None)
+        assert seen["config"].search_alg.max_concurrent == 1, sampler
+        assert not seen["config"].max_concurrent_trials  # would be ignored, with a warning

@@ -6,7 +6,7 @@
 #   bash scripts/offline_gpu_bundle.sh ml-1m-kg results/ml-1m-kg-e10-gpu dataset/ml-1m-kg-features
 #
 # Arguments: DATASET RESULTS_DIR FEATURE_DIR. Variables: DATA_PATH (../shared/datasets), BUNDLE (offline_bundle),
-# PY_VERSION (3.12: the GPU machine's Python), PYTHON (.venv/bin/python).
+# PY_VERSION (3.12: the GPU machine's Python; wheels are fetched for x86-64 Linux), PYTHON (.venv/bin/python).
 # Writes $BUNDLE/wheels (recbole 1.2.1 and the small packages it needs that such images lack; pandas 2.x with
 # pytz and tzdata, installed there only when its own pandas is 3.x, which RecBole 1.2.1 does not run on) and
 # $BUNDLE/data.tar.xz: RESULTS_DIR's saved split (made here first, with the paper protocol, when missing; the

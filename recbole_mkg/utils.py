@@ -4,6 +4,7 @@ import importlib
 import os
 import platform
 
+import torch
 from recbole.utils import get_model as recbole_get_model
 from recbole.utils import get_trainer as recbole_get_trainer
 
@@ -68,8 +69,6 @@ def get_trainer(model_type, model_name):
 def device_name(device):
     """What the run ran on, for result tables: the GPU's name (``torch.cuda.get_device_name``) on CUDA,
     else the processor and the logical CPU count, e.g. ``'x86_64, 2 logical CPUs'``."""
-    import torch
-
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)

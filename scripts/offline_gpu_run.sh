@@ -19,6 +19,19 @@ BUNDLE=${BUNDLE:-offline_bundle} OUT=${OUT:-results_out} PY=${PYTHON:-python3} S
 # shellcheck disable=SC1091
 source "$BUNDLE/bundle.env"
 : "${STAGES:?STAGES=\"MODELS|SEEDS|JOBS;...\" (see the header of this script)}"
+# every stage names its models and seeds (an empty field would fall back to the script's whole default list)
+IFS=';' read -ra stages <<< "$STAGES"
+for stage in "${stages[@]}"; do
+    IFS='|' read -r models seeds jobs <<< "$stage"
+    if [ -z "$models" ] || [ -z "$seeds" ] || ! [[ "${jobs:-1}" =~ ^[1-9][0-9]*$ ]]; then
+        echo "STAGES: stage '$stage' must be MODELS|SEEDS|JOBS (JOBS a positive integer, optional), e.g. BPR,KGAT|2020,2021|2" >&2
+        exit 2
+    fi
+done
+if [ -n "${DEADLINE:-}" ] && ! [[ "$DEADLINE" =~ ^[0-9]+$ ]]; then
+    echo "DEADLINE: seconds as a whole number, got '$DEADLINE'" >&2
+    exit 2
+fi
 mkdir -p "$OUT"
 SITE=${SITE:-/tmp/mkg_site}
 if [ -z "${SKIP_WHEELS:-}" ]; then  # SKIP_WHEELS=1: the machine has recbole and its needs already
@@ -51,7 +64,6 @@ fi
 POLL=$!
 pids=()
 n=0
-IFS=';' read -ra stages <<< "$STAGES"
 for stage in "${stages[@]}"; do
     IFS='|' read -r models seeds jobs <<< "$stage"
     [ $n -gt 0 ] && sleep "$STAGE_DELAY"

@@ -67,3 +67,16 @@ def test_run_script_without_a_bundle_says_how_to_make_one(tmp_path):
     proc = subprocess.run(["bash", str(repo / "scripts" / "offline_gpu_run.sh")], capture_output=True, text=True,
                           env={**os.environ, "BUNDLE": str(tmp_path / "none"), "STAGES": "A|1|1"})
     assert proc.returncode == 2 and "offline_gpu_bundle.sh" in proc.stderr
+
+
+def test_run_script_rejects_a_stage_without_models_or_seeds_before_running_anything(tmp_path):
+    repo = _fake_tree(tmp_path)
+    for stages, shown in (("A|2020|1;;B|2020|1", "stage ''"), ("A", "stage 'A'"), ("A|1|two", "stage 'A|1|two'")):
+        proc = subprocess.run(["bash", str(repo / "scripts" / "offline_gpu_run.sh")], capture_output=True, text=True,
+                              env={**os.environ, "STAGES": stages, "OUT": str(tmp_path / "out"), "SKIP_WHEELS": "1",
+                                   "PYTHON": sys.executable})
+        assert proc.returncode == 2 and shown in proc.stderr and "MODELS|SEEDS|JOBS" in proc.stderr, proc.stderr
+    assert not (repo / "results").exists()
+    bad_deadline = subprocess.run(["bash", str(repo / "scripts" / "offline_gpu_run.sh")], capture_output=True, text=True,
+                                  env={**os.environ, "STAGES": "A|1|1", "DEADLINE": "9m", "SKIP_WHEELS": "1"})
+    assert bad_deadline.returncode == 2 and "DEADLINE" in bad_deadline.stderr

@@ -21,6 +21,11 @@ saved split), then every model's best config side by side (a folder of <Model>.t
     python run_recbole_mkg.py --model=BPR,LightGCN,KGAT,MultiKG4Rec,MultiKG4Rec@text --tune=benchmarks/spaces \
         --num_samples=8 --epochs=20 --seeds=2020,2021,2022 --model_configs=MultiKG4Rec@text=text.yaml
 
+The saved split alone (nothing trained; e.g. before the folder travels to a GPU machine without the data):
+
+    python run_recbole_mkg.py --split_only --dataset=ml-1m-kg --data_path=../shared/datasets --protocol=paper \\
+        --results_dir=results/ml-1m-kg-e10-gpu
+
 Multi-process (DDP) training as RecBole defines it: --nproc=2 [--world_size --ip --port --group_offset]
 (NCCL on CUDA, gloo on CPU; --ddp_backend=gloo|nccl to choose).
 
@@ -56,6 +61,9 @@ def parse_args(argv=None):
     side.add_argument("--split_seed", type=int, default=None, help="seed of the one saved split (default: the saved split's, else the first seed)")
     side.add_argument("--run_timeout", type=float, default=None, help="seconds per (model, seed) run")
     side.add_argument("--jobs", type=int, default=1, help="(model, seed) runs at once (timings then share the machine)")
+    side.add_argument("--split_only", action="store_true",
+                      help="no training: make (or check) --results_dir's saved split with the given protocol and "
+                           "overrides (e.g. before copying the folder to a machine without the dataset)")
     side.add_argument("--summarise", action="store_true",
                       help="no training: rewrite --results_dir's tables, chart and curves from the runs it holds "
                            "(every model there, or those of --model, in that order; every seed, or those of --seeds)")
@@ -119,6 +127,10 @@ def main(argv=None):
         from recbole_mkg.compare import protocol_file
 
         config_files = [protocol_file(args.protocol)] + list(config_files or [])
+    if args.split_only:
+        from recbole_mkg.compare import make_split
+
+        return make_split(args.dataset, config_files, overrides, args.results_dir, args.split_seed)
 
     tune_options = dict(scheduler=args.scheduler, grace_period=args.grace_period,
                         reduction_factor=args.reduction_factor, cpus_per_trial=args.cpus_per_trial,

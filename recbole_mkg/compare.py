@@ -399,6 +399,18 @@ def _worker(spec_path):
     return 0
 
 
+def make_split(dataset, config_file_list=None, config_dict=None, results_dir=None, split_seed=None, log=print):
+    """Make (or check) ``results_dir``'s saved split and run nothing: what ``--split_only`` does, e.g. before
+    the folder travels to another machine (``scripts/offline_gpu_bundle.sh``). Same arguments and return
+    value as :func:`prepare_split`; relative folders in ``config_dict`` are resolved here."""
+    results_dir = os.path.abspath(results_dir or os.path.join("results", dataset))
+    os.makedirs(results_dir, exist_ok=True)
+    config_file_list = [os.path.abspath(p) for p in (config_file_list or [])]
+    split = prepare_split(dataset, config_file_list, _absolute_paths(config_dict), results_dir, split_seed)
+    log(f"[split] {dataset} (seed {split['split_seed']}) train/valid/test = {split['sizes']} in {split['data_path']}")
+    return split
+
+
 # ---- the side-by-side runner -----------------------------------------------------------------------
 def compare(models, dataset, seeds=(2020,), config_file_list=None, config_dict=None, results_dir=None,
             epoch_caps=None, model_config_files=None, split_seed=None, timeout=None, saved=True,

@@ -23,14 +23,8 @@ DATA_PATH=${DATA_PATH:-../shared/datasets} BUNDLE=${BUNDLE:-offline_bundle} PY_V
 PYTHON=${PYTHON:-.venv/bin/python}
 [ -d "$FEATURE_DIR" ] || { echo "FEATURE_DIR: no folder $FEATURE_DIR (make it with python -m dataset_tools extract-features)" >&2; exit 2; }
 mkdir -p "$BUNDLE/wheels" "$BUNDLE/wheels/pandas2"
-"$PYTHON" - "$DATASET" "$RESULTS_DIR" "$DATA_PATH" <<'PY'
-import os, sys
-from recbole_mkg.compare import _absolute_paths, prepare_split, protocol_file
-dataset, results_dir, data_path = sys.argv[1:]
-split = prepare_split(dataset, [os.path.abspath(protocol_file("paper"))], _absolute_paths({"data_path": data_path}),
-                      os.path.abspath(results_dir))
-print(f"split (seed {split['split_seed']}): {split['sizes']}")
-PY
+"$PYTHON" run_recbole_mkg.py --split_only --dataset="$DATASET" --data_path="$DATA_PATH" --protocol=paper \
+    --results_dir="$RESULTS_DIR"
 download() {  # folder, requirement...
     local dest=$1
     shift

@@ -89,6 +89,29 @@ def test_saved_split_is_the_kg_filtered_interactions(comparison, tiny_root):
         prepare_split("mkg-tiny", [protocol_file("paper")], _shared(tiny_root), str(out), split_seed=1)
 
 
+def test_split_only_makes_the_comparisons_split_and_trains_nothing(comparison, tiny_root, tmp_path, monkeypatch):
+    """``--split_only`` (the bundle script's public way to make a folder's split before it travels): with the
+    comparison's protocol and seed, the same files; no run, and a resumed comparison would reuse it."""
+    out, _, _ = comparison
+    monkeypatch.chdir(tmp_path)  # relative --data_path / --results_dir are resolved where the command runs
+    os.symlink(tiny_root, tmp_path / "data")
+    split = run_recbole_mkg.main(["--split_only", "--dataset=mkg-tiny", "--data_path=data", "--protocol=paper",
+                                  "--results_dir=made", "--split_seed=2020", "--state=ERROR"])
+    made = tmp_path / "made"
+    assert split["split_seed"] == 2020 and split["data_path"] == str(made / "split")
+    for part in ("train", "valid", "test"):
+        name = f"mkg-tiny.{part}.inter"
+        assert open(made / "split" / "mkg-tiny" / name).read() == open(out / "split" / "mkg-tiny" / name).read()
+    assert json.load(open(made / "split.json"))["sizes"] == split["sizes"]
+    assert not (made / "runs").exists() and not (made / "results.md").exists()
+    # a second call checks the saved split instead of making another; another seed is refused
+    assert run_recbole_mkg.main(["--split_only", "--dataset=mkg-tiny", "--data_path=data", "--protocol=paper",
+                                 "--results_dir=made"])["sizes"] == split["sizes"]
+    with pytest.raises(ValueError, match="seed 2020, not 3"):
+        run_recbole_mkg.main(["--split_only", "--dataset=mkg-tiny", "--data_path=data", "--protocol=paper",
+                              "--results_dir=made", "--split_seed=3"])
+
+
 def test_a_folder_whose_split_is_gone_is_split_again_with_the_recorded_seed(comparison, tiny_root, tmp_path):
     """Results copied without split/ (the data is never published): the folder's split.json record gives
     the seed, so new runs get the same split; with no record, earlier runs make a missing seed an error."""

@@ -16,7 +16,8 @@ What it guarantees:
   ``runs/<model>__seed<seed>.json`` atomically (temporary file + rename) and the merged config to
   ``configs/<model>__seed<seed>.yaml``. Existing results are skipped: a comparison resumes where it
   stopped and can be filled up over several sittings. A failed run writes ``<key>.failed.json`` (with
-  the traceback) and is retried next time.
+  the traceback) and is retried next time. A SIGTERM of the runner stops its running workers and starts
+  no more (finished results stay; the same command resumes).
 * **Equal tuning budget** (:func:`tune_and_compare`, ``--tune=<folder of search spaces>`` with several
   models): every model is first swept with Ray Tune on the validation part of that same split, with the
   same number of trials and the same epoch cap per trial; the comparison then runs each model's best
@@ -27,11 +28,14 @@ What it guarantees:
   best, the epoch cap of each model; ``chart.png`` of the headline metric (``valid_metric``).
 """
 import argparse
+import contextlib
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 import traceback
 
@@ -365,6 +369,19 @@ def run_one(model, dataset, seed, config_file_list=None, config_dict=None, out_d
     return record
 
 
+@contextlib.contextmanager
+def _signal_handler(signum, handler):
+    """Install ``handler`` for ``signum`` while the block runs (only the main thread may; elsewhere a no-op)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signum, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signum, previous)
+
+
 def child_environment(jobs, environ=None, cpu_count=None):
     """The environment of the run processes: with ``jobs`` > 1 runs at once and no ``OMP_NUM_THREADS`` of
     the user's, each run gets ``cpu_count // jobs`` (at least 1) torch threads instead of every run
@@ -475,8 +492,12 @@ def compare(models, dataset, seeds=(2020,), config_file_list=None, config_dict=N
         log(f"[compare] {jobs} runs at once on {os.cpu_count()} CPUs: {env['OMP_NUM_THREADS']} torch thread(s) "
             f"per run (set OMP_NUM_THREADS to choose)")
 
+    live, lock, stopping = set(), threading.Lock(), threading.Event()  # the workers running now
+
     def launch(spec):
         key = run_key(spec["model"], spec["seed"])
+        if stopping.is_set():
+            return
         out = os.path.join(results_dir, "runs", f"{key}.json")
         failed = os.path.join(results_dir, "runs", f"{key}.failed.json")
         spec_path = os.path.join(results_dir, "runs", f".{key}.spec.json")
@@ -484,31 +505,53 @@ def compare(models, dataset, seeds=(2020,), config_file_list=None, config_dict=N
         log(f"[compare] {key}: running (epochs cap {spec['config_dict'].get('epochs', 'config')})")
         start = time.time()
         try:
-            proc = subprocess.run([python, "-m", "recbole_mkg.compare", "--worker", spec_path],
-                                  capture_output=True, text=True, timeout=timeout, env=env)
-            code, tail = proc.returncode, (proc.stderr or "")[-2000:]
-        except subprocess.TimeoutExpired:
-            code, tail = -1, f"timed out after {timeout} s"
-            atomic_write_json(failed, {"status": "failed", "model": spec["model"], "seed": spec["seed"], "error": tail})
+            with subprocess.Popen([python, "-m", "recbole_mkg.compare", "--worker", spec_path], env=env, text=True,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+                with lock:
+                    live.add(proc)
+                try:
+                    _, err = proc.communicate(timeout=timeout)
+                    code, tail = proc.returncode, (err or "")[-2000:]
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.communicate()
+                    code, tail = -1, f"timed out after {timeout} s"
+                    atomic_write_json(failed, {"status": "failed", "model": spec["model"], "seed": spec["seed"],
+                                               "error": tail})
+                finally:
+                    with lock:
+                        live.discard(proc)
         finally:  # the worker's input only: the run's merged config is in configs/<key>.yaml
             if os.path.exists(spec_path):
                 os.remove(spec_path)
         if code == 0 and os.path.isfile(out):
             log(f"[compare] {key}: done in {time.time() - start:.1f} s")
+        elif stopping.is_set():
+            log(f"[compare] {key}: stopped (the runner was terminated); the same command reruns it")
         else:
             if not os.path.isfile(failed):
                 atomic_write_json(failed, {"status": "failed", "model": spec["model"], "seed": spec["seed"],
                                            "error": f"exit code {code}", "traceback": tail})
             log(f"[compare] {key}: FAILED (exit {code}); see runs/{key}.failed.json\n{tail[-600:]}")
 
-    if int(jobs) > 1:
-        from concurrent.futures import ThreadPoolExecutor
+    def stop(signum, frame):
+        """SIGTERM: stop the running workers, start no more, and leave (finished results stay)."""
+        stopping.set()
+        with lock:
+            for proc in live:
+                proc.terminate()
+        log(f"[compare] terminated (signal {signum}): stopping {len(live)} running run(s); finished results are kept")
+        raise SystemExit(128 + signum)
 
-        with ThreadPoolExecutor(max_workers=int(jobs)) as pool:
-            list(pool.map(launch, todo))
-    else:
-        for spec in todo:
-            launch(spec)
+    with _signal_handler(signal.SIGTERM, stop):
+        if int(jobs) > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(max_workers=int(jobs)) as pool:
+                list(pool.map(launch, todo))
+        else:
+            for spec in todo:
+                launch(spec)
     return summarise(results_dir, models, seeds, epoch_caps, log=log)
 
 

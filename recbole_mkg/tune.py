@@ -321,6 +321,8 @@ def run_tune(model, dataset, space_file, config_file_list=None, config_dict=None
         if restoring:
             log(f"[tune] resuming {path}")
             tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=False)
+            if max_concurrent is not None:
+                _limit_restored_sweep(tuner, max_concurrent, log)
         else:
             if scheduler == "asha":
                 # time_attr "epoch": the trial's final (test) report keeps the last epoch, max_t beyond it
@@ -355,6 +357,29 @@ def run_tune(model, dataset, space_file, config_file_list=None, config_dict=None
     finally:
         if started:
             ray.shutdown()
+
+
+def _limit_restored_sweep(tuner, max_concurrent, log):
+    """Apply ``--max_concurrent`` to a resumed sweep. Its generator comes back from the sweep's folder with the
+    limit it was created with (Ray restores the whole generator state, ``max_concurrent`` included, when
+    ``fit`` starts), so the new limit is set now and again after that restore."""
+    from ray.tune.search import BasicVariantGenerator
+
+    search_alg = getattr(getattr(getattr(tuner, "_local_tuner", None), "_tune_config", None), "search_alg", None)
+    if not isinstance(search_alg, BasicVariantGenerator):  # e.g. a Ray client tuner: nothing to reach
+        log(f"[tune] --max_concurrent={max_concurrent} not applied: this resumed sweep keeps the limit it was "
+            f"created with (start a new sweep with --no_resume to change it)")
+        return
+    limit = int(max_concurrent)
+    restore_state = search_alg.set_state
+
+    def set_state(state):
+        restore_state(state)
+        search_alg.max_concurrent = limit
+
+    search_alg.set_state = set_state
+    search_alg.max_concurrent = limit
+    log(f"[tune] resumed sweep: at most {limit} trials at once")
 
 
 #: the sweep's sampler, seed and (stratified) trials, in its folder: a resumed sweep reads them back

@@ -371,3 +371,41 @@ def test_every_comparison_variant_file_is_a_valid_config_of_its_model(tiny_root)
         config = Config(model=model, dataset="mkg-tiny", config_file_list=files, config_dict=fast)
         for key, value in keys.items():
             assert key in fast or config[key] == value, (label, key)
+
+
+def test_a_terminated_runner_stops_its_workers_and_leaves_no_spec_files(tiny_root, tmp_path):
+    """SIGTERM to the runner (not its process group): the running workers stop, no queued run starts, no
+    worker spec file is left behind, and the exit status says it was terminated."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    out = tmp_path / "out"
+    config = _shared(tiny_root, epochs=500, stopping_step=500, eval_step=50)
+    flags = [f"--{k}={v}" for k, v in config.items() if k in ("data_path", "feature_cache_dir", "epochs",
+                                                                 "stopping_step", "eval_step", "state")]
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    runner = subprocess.Popen([sys.executable, os.path.join(root, "run_recbole_mkg.py"), "--model=BPR,LightGCN,KGAT",
+                               "--dataset=mkg-tiny", "--protocol=paper", "--jobs=2", f"--results_dir={out}",
+                               "--show_progress=False", *flags], cwd=root, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    runs = out / "runs"
+    deadline = time.time() + 240
+    while time.time() < deadline and len(list(runs.glob(".*.spec.json")) if runs.exists() else []) < 2:
+        assert runner.poll() is None, runner.communicate()[0][-3000:]
+        time.sleep(0.5)
+    assert len(list(runs.glob(".*.spec.json"))) == 2, "two workers should be running"
+    workers = psutil.Process(runner.pid).children(recursive=True)
+    assert workers
+    runner.send_signal(signal.SIGTERM)
+    output = runner.communicate(timeout=120)[0]
+    assert runner.returncode == 128 + signal.SIGTERM, output[-3000:]
+    assert "stopping 2 running run(s)" in output and "stopped (the runner was terminated)" in output
+    gone, alive = psutil.wait_procs(workers, timeout=30)
+    assert not alive
+    assert not list(runs.glob(".*.spec.json"))
+    assert not list(runs.glob("*.json"))  # nothing finished, nothing recorded as failed, KGAT never started
+    assert "KGAT__seed2020: running" not in output

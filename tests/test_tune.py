@@ -72,9 +72,11 @@ def test_two_trial_sweep_on_cpu_records_failure_and_resumes(tiny_root, tmp_path)
 
     assert Config("BPR", "mkg-tiny", config_file_list=[out["best_config"]])["embedding_size"] == 8
     # running the same sweep again restores it: nothing is rerun
-    again = run_tune("BPR", "mkg-tiny", str(space), config_dict=config, num_samples=1,
+    again = run_tune("BPR", "mkg-tiny", str(space), config_dict=config, num_samples=1, max_concurrent=1,
                      tune_dir=str(tmp_path / "tune"), num_cpus=2, log=logs.append)
     assert any(line.startswith("[tune] resuming") for line in logs)
+    # Ray's restored tuner exposes the generator the new limit goes to (not the "not applied" fallback)
+    assert "[tune] resumed sweep: at most 1 trials at once" in logs
     assert sorted(t["trial"] for t in again["trials"]) == sorted(t["trial"] for t in out["trials"])
     assert again["best_params"] == out["best_params"]
 
@@ -334,3 +336,50 @@ def test_max_concurrent_limits_the_trials_the_generator_starts(tiny_root, tmp_pa
                      max_concurrent=1, tune_dir=str(tmp_path / sampler), num_cpus=2, log=lambda _: None)
         assert seen["config"].search_alg.max_concurrent == 1, sampler
         assert not seen["config"].max_concurrent_trials  # would be ignored, with a warning
+
+
+def test_max_concurrent_given_on_resume_replaces_the_sweeps_own_limit(tiny_root, tmp_path, monkeypatch):
+    """A restored generator takes back the limit saved with the sweep when fit() restores its state; a
+    --max_concurrent given on resume must survive that."""
+    from ray import tune
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    class Captured(Exception):
+        pass
+
+    saved = BasicVariantGenerator(max_concurrent=1)  # the generator as the sweep's folder holds it
+    state = saved.get_state()
+
+    class Restored:
+        def __init__(self):
+            self._local_tuner = type("Internal", (), {})()
+            self._local_tuner._tune_config = tune.TuneConfig(search_alg=BasicVariantGenerator(max_concurrent=1))
+
+        def fit(self):
+            search_alg = self._local_tuner._tune_config.search_alg
+            search_alg.set_state(state)  # what Ray does when the resumed run starts
+            raise Captured(search_alg.max_concurrent)
+
+    class FakeTuner:
+        @staticmethod
+        def can_restore(path, *args, **kwargs):
+            return True
+
+        @staticmethod
+        def restore(path, **kwargs):
+            return Restored()
+
+    monkeypatch.setattr(tune, "Tuner", FakeTuner)
+    space = tmp_path / "hyper.test"
+    space.write_text("learning_rate loguniform -6,-3\n")
+    logs = []
+    with pytest.raises(Captured) as limit:
+        run_tune("BPR", "mkg-tiny", str(space), config_dict=tiny_config(tiny_root, epochs=1), max_concurrent=3,
+                 tune_dir=str(tmp_path), num_cpus=2, log=logs.append)
+    assert limit.value.args == (3,)
+    assert any("at most 3 trials at once" in line for line in logs)
+    # without the flag, the sweep keeps its own limit
+    with pytest.raises(Captured) as limit:
+        run_tune("BPR", "mkg-tiny", str(space), config_dict=tiny_config(tiny_root, epochs=1),
+                 tune_dir=str(tmp_path), num_cpus=2, log=logs.append)
+    assert limit.value.args == (1,)

@@ -18,6 +18,9 @@ cpu_ddp_wrapper             RecBole wraps every model as DDP(device_ids=[rank]),
 safe_checkpoints            RecBole pickles its ``Config`` into checkpoints, which ``torch.load``
                             refuses by default since torch 2.6 (``weights_only``); the plugin's
                             checkpoints store the config as plain data, written atomically.
+upstream_warnings           three deprecation warnings RecBole/PyG raise at every run (pandas chained
+                            ``fillna``, ``torch.cuda.amp.GradScaler``, ``torch.jit.script``), silenced
+                            only where those libraries raise them.
 ==========================  =====================================================================
 
 Two more upstream breaks are handled where they belong rather than by patching: ``recbole.quick_start``
@@ -28,7 +31,17 @@ pandas is held below 3 (``requirements.txt``): RecBole's data layer relies on pa
 places (``Series.agg(len)`` applied element-wise, chained ``fillna(inplace=True)``), which pandas 3's
 copy-on-write and ``agg`` changes break; patching them all would mean forking RecBole's dataset code.
 """
-from recbole_mkg.compat import cpu_ddp_wrapper, numpy2_aliases, safe_checkpoints, scipy_dok_update, torch_scatter_fallback
+from recbole_mkg.compat import upstream_warnings
+
+upstream_warnings.apply()  # before the imports below: torch_scatter_fallback imports torch_geometric
+
+from recbole_mkg.compat import (  # noqa: E402
+    cpu_ddp_wrapper,
+    numpy2_aliases,
+    safe_checkpoints,
+    scipy_dok_update,
+    torch_scatter_fallback,
+)
 
 _APPLIED = False
 
@@ -38,6 +51,7 @@ def apply_all():
     global _APPLIED
     if _APPLIED:
         return
+    upstream_warnings.apply()
     numpy2_aliases.apply()
     scipy_dok_update.apply()
     safe_checkpoints.apply()

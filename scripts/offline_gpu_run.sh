@@ -10,7 +10,9 @@
 # still going then are stopped (finished runs are kept: the runner writes each one atomically and a later
 # call skips them). OUT (results_out): RESULTS_DIR without its split and checkpoints, and RecBole's logs, as
 # .tgz, with the device's description and the GPU utilisation every 15 s. SKIP_WHEELS=1 when the machine has
-# recbole 1.2.1 and its needs already; SCRIPT to run another comparison script.
+# recbole 1.2.1 and its needs already; SCRIPT to run another comparison script. BEFORE: a command run first
+# (with the bundle's packages importable; its output in $OUT/before.log, its failure reported, not fatal), e.g.
+# BEFORE='$PY benchmarks/bench_fusion.py --device=cuda --out_dir=$OUT' (single quotes: expanded there).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 T0=$(date +%s)
@@ -55,6 +57,10 @@ print(f"device: {device_name('cuda' if torch.cuda.is_available() else 'cpu')}; p
       f"torch_geometric {torch_geometric.__version__}, {os.cpu_count()} CPUs")
 PY
 [ "${PIPESTATUS[0]}" -eq 0 ] || exit 5
+if [ -n "${BEFORE:-}" ]; then
+    echo "BEFORE: $BEFORE"
+    PY=$PY OUT=$OUT bash -c "$BEFORE" > "$OUT/before.log" 2>&1 || echo "BEFORE failed (exit $?): see $OUT/before.log"
+fi
 if [ -z "${SCRIPT:-}" ]; then
     base=${DATASET//-kg/}
     SCRIPT=benchmarks/run_comparison_${base//-/}.sh  # ml-1m-kg -> run_comparison_ml1m.sh

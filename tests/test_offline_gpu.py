@@ -43,7 +43,8 @@ def test_stages_share_the_machine_and_the_deadline_stops_only_what_still_runs(tm
     repo = _fake_tree(tmp_path)
     out = tmp_path / "out"
     env = {**os.environ, "PYTHON": sys.executable, "SKIP_WHEELS": "1", "OUT": str(out), "STAGE_DELAY": "0",
-           "STAGES": "A,B|2020,2021|4;Slow|7|1", "EPOCHS": "10", "DEADLINE": "20"}
+           "STAGES": "A,B|2020,2021|4;Slow|7|1", "EPOCHS": "10", "DEADLINE": "20",
+           "BEFORE": 'echo "before ran with $PY" > "$OUT/marker"; ls dataset/fake-features'}
     start = time.time()
     proc = subprocess.run(["bash", str(repo / "scripts" / "offline_gpu_run.sh")], env=env, capture_output=True,
                           text=True, timeout=110)
@@ -57,9 +58,24 @@ def test_stages_share_the_machine_and_the_deadline_stops_only_what_still_runs(tm
                      "epochs": "10"}
     assert (repo / "results" / "fake" / "started_Slow").exists() and not (runs / "Slow__seed7.json").exists()
     assert "device:" in (out / "device.txt").read_text()
+    # BEFORE ran first, after the bundle was unpacked, with the variables it names expanded there
+    assert (out / "marker").read_text() == f"before ran with {sys.executable}\n"
+    assert "fake-kg.text.feat" in (out / "before.log").read_text()
     with tarfile.open(out / "results.tgz") as tar:
         names = tar.getnames()
     assert "results/fake/runs/A,B__seed2020,2021.json" in names and not any("/split" in n for n in names)
+
+
+def test_a_failing_before_command_is_reported_and_the_stages_still_run(tmp_path):
+    repo = _fake_tree(tmp_path)
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHON": sys.executable, "SKIP_WHEELS": "1", "OUT": str(out), "STAGE_DELAY": "0",
+           "STAGES": "A|2020|1", "BEFORE": "echo broken >&2; exit 7"}
+    proc = subprocess.run(["bash", str(repo / "scripts" / "offline_gpu_run.sh")], env=env, capture_output=True,
+                          text=True, timeout=110)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "BEFORE failed (exit 7)" in proc.stdout and "broken" in (out / "before.log").read_text()
+    assert (repo / "results" / "fake" / "runs" / "A__seed2020.json").is_file()
 
 
 def test_run_script_without_a_bundle_says_how_to_make_one(tmp_path):

@@ -27,7 +27,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
-from recbole_mkg.atomic_io import atomic_open, atomic_write_json  # noqa: E402
+from recbole_mkg.atomic_io import atomic_write_report  # noqa: E402
 
 VARIANTS = ("eager", "bf16", "compile", "cudagraphs")
 
@@ -147,9 +147,7 @@ def main(argv=None):
                                                              if k not in ("out_dir", "variants", "device")},
               "seconds_per_step": times, "median": median, "first_call_s": first_call,
               "max_abs_diff_vs_eager": max_diff, "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
-    os.makedirs(args.out_dir, exist_ok=True)
     stem = os.path.join(args.out_dir, f"fusion_{args.device}")
-    atomic_write_json(stem + ".json", record)
     lines = [f"# Fusion transformer, forward + backward ({record['when']}, {record['device']}, torch "
              f"{torch.__version__}, {record['threads']} thread(s))", "",
              f"{args.items} sequences x {args.seq_len}, d {args.embedding_size}, {args.layers} blocks, "
@@ -164,8 +162,7 @@ def main(argv=None):
         ratio = f"{median[name] / base:.2f}" if base else "-"
         diff = f"{max_diff[name]:.2e}" if name in max_diff else "-"
         lines.append(f"| {name} | {median[name]:.4f} | {ratio} | {first_call[name]:.2f} | {diff} |")
-    with atomic_open(stem + ".md") as f:
-        f.write("\n".join(lines) + "\n")
+    atomic_write_report(stem, record, lines)
     print("\n".join(lines))
     print(f"[fusion] wrote {stem}.json, {stem}.md")
     return record

@@ -24,7 +24,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
-from recbole_mkg.atomic_io import atomic_open, atomic_write_json  # noqa: E402
+from recbole_mkg.atomic_io import atomic_open, atomic_write_report  # noqa: E402
 
 def _config_file(name):
     import yaml
@@ -295,7 +295,6 @@ def main(argv=None):
         report["ratio_train_batch"] = report["models"]["MultiKG4Rec"]["ratio_train_batch_vs_KGAT"]
         report["ratio_full_ranking_eval"] = report["models"]["MultiKG4Rec"]["ratio_full_ranking_eval_vs_KGAT"]
     base = os.path.join(args.out_dir, f"ml1m_{args.device}")
-    atomic_write_json(base + ".json", report)
     lines = [f"# {', '.join(models[1:])} vs {ref} on ml-1m-kg ({report['date']}, {args.device}: {device_name}, "
              f"{report['cpu_count']} cores, torch threads {threads})", "",
              f"Batch size {args.batch_size}; {args.batches} BPR batches x {args.rounds} interleaved rounds per model;"
@@ -324,8 +323,7 @@ def main(argv=None):
               "Variants (beyond the papers): " + "; ".join(f"{n} = {VARIANTS[n][0]} + {VARIANTS[n][1]}" for n in names
                                                            if VARIANTS[n][1]) + ".",
               "Profiles: " + ", ".join(m["profile"] for m in models) + "."]
-    with atomic_open(base + ".md") as f:
-        f.write("\n".join(lines) + "\n")
+    atomic_write_report(base, report, lines)
     print("\n".join(lines))
     return 0
 

@@ -28,7 +28,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
-from recbole_mkg.atomic_io import atomic_open, atomic_write_json  # noqa: E402
+from recbole_mkg.atomic_io import atomic_open, atomic_write_report  # noqa: E402
 
 
 class _FakeDataset:
@@ -265,9 +265,7 @@ def main(argv=None):
                          f"b = {b:.2f}")
     base = os.path.join(args.out_dir, f"scaling_{'sampled_' if args.sample_sizes else ''}{args.device}"
                         f"{'_malloc_keep' if args.malloc_keep else ''}")
-    atomic_write_json(base + ".json", report)
-    with atomic_open(base + ".md") as f:
-        f.write("\n".join(lines) + "\n")
+    atomic_write_report(base, report, lines)
     try:
         import matplotlib
 

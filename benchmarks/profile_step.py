@@ -18,7 +18,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
-from recbole_mkg.atomic_io import atomic_open, atomic_write_json  # noqa: E402
+from recbole_mkg.atomic_io import atomic_write_report  # noqa: E402
 
 
 def _median_seconds(fn, steps):
@@ -90,9 +90,7 @@ def main(argv=None):
         step(model.calculate_loss, batch)()
     table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15)
 
-    os.makedirs(args.out_dir, exist_ok=True)
     base = os.path.join(args.out_dir, f"step_{args.model}_{args.dataset}_{config['device'].type}")
-    atomic_write_json(base + ".json", report)
     lines = [f"# {args.model} on {args.dataset}: seconds per training step ({report['date']}, "
              f"{report['device']}: {report['device_name']}, torch threads {report['torch_threads']})", "",
              f"Median of {args.steps} steps (forward + loss + backward) after one warm-up; batch "
@@ -100,8 +98,7 @@ def main(argv=None):
              "| step | s (median) | steps per epoch | s per epoch |", "|---|---|---|---|"]
     lines += [f"| {name} | {s['median_s']} | {s['per_epoch']} | {s['epoch_s']} |" for name, s in report["steps"].items()]
     lines += ["", "torch.profiler, one BPR training step:", "", "```", table, "```"]
-    with atomic_open(base + ".md") as f:
-        f.write("\n".join(lines) + "\n")
+    atomic_write_report(base, report, lines)
     print("\n".join(lines[:8 + len(report["steps"])]))
     return 0
 

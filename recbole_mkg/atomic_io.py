@@ -43,3 +43,10 @@ def atomic_write_text(path, text):
 
 def atomic_write_json(path, obj, indent=2):
     atomic_write_text(path, json.dumps(obj, indent=indent, sort_keys=True, default=str))
+
+
+def atomic_write_report(base, record, lines):
+    """A benchmark's figures: ``record`` to ``<base>.json`` and the Markdown ``lines`` to ``<base>.md``."""
+    atomic_write_json(base + ".json", record)
+    atomic_write_text(base + ".md", "\n".join(lines) + "\n")
+    return base + ".json", base + ".md"

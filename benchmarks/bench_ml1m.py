@@ -40,6 +40,8 @@ VARIANTS = {
     "KGAT": ("KGAT", {}),
     "MultiKG4Rec": ("MultiKG4Rec", {}),
     "MultiKG4Rec-fast": ("MultiKG4Rec", {"fusion_sample_ratio": 0.1}),
+    # torch.compile over the transformer; on CUDA its CUDA graphs (on CPU the mode is Inductor's default)
+    "MultiKG4Rec@compiled": ("MultiKG4Rec", {"fusion_compile": "reduce-overhead"}),
     "KGAT@ui-light": ("KGAT", _config_file("ui_light.yaml")),
     "MultiKG4Rec@text-ui-light": ("MultiKG4Rec", {**_config_file("mkg_text.yaml"), **_config_file("ui_light.yaml")}),
 }

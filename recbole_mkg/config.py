@@ -20,6 +20,9 @@ from recbole.config.configurator import Config as RecBoleConfig
 from recbole_mkg.model.layers import PROPAGATION_GRAPHS
 from recbole_mkg.utils import canonical_model_name, get_model
 
+#: torch.compile modes that ``fusion_compile`` accepts
+FUSION_COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
 PROPERTIES_DIR = os.path.join(os.path.dirname(os.path.realpath(__file__)), "properties")
 
 
@@ -50,6 +53,8 @@ class Config(RecBoleConfig):
         "layers": (list, lambda v: all(isinstance(x, int) and x >= 1 for x in v), "a list of positive integers"),
         "seed": (int, lambda v: True, "an integer"),
         "fusion_sample_ratio": ((int, float), lambda v: 0 < v <= 1, "a number in (0, 1] (1 = the paper's model)"),
+        "fusion_compile": (str, lambda v: v in FUSION_COMPILE_MODES,
+                           f"one of {', '.join(FUSION_COMPILE_MODES)} (torch.compile modes), or null (eager)"),
         "propagation_graph": (str, lambda v: v in PROPAGATION_GRAPHS,
                               "ckg (the papers: the collaborative KG) or interactions (user-item edges only)"),
     }

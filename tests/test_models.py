@@ -413,3 +413,49 @@ def test_joint_schedule_sums_bpr_and_transr(tiny_root):
     with pytest.raises(ValueError, match="kg_schedule"):
         MultiKG4RecTrainer(Config(model="MultiKG4Rec", dataset="mkg-tiny",
                                   config_dict=tiny_config(tiny_root, kg_schedule="sometimes")), model)
+
+
+def test_fusion_compile_runs_the_same_transformer_through_torch_compile(tiny_root, monkeypatch):
+    """``fusion_compile``: the transformer is called through torch.compile with the configured mode; the
+    function, the parameters and the checkpoint keys are the eager model's. (Dynamo traces the real
+    transformer; Inductor's code generation is replaced by the eager backend to keep the test fast: its
+    own correctness is benchmarks/bench_fusion.py's difference column.)"""
+    compile_calls = []
+    real_compile = torch.compile
+
+    def traced(module, mode=None, **kwargs):
+        compile_calls.append((module, mode))
+        return real_compile(module, backend="eager")
+
+    monkeypatch.setattr(torch, "compile", traced)
+    no_dropout = {"hidden_dropout": 0.0, "mess_dropout": 0.0}  # so that two training passes compare
+    eager, _ = build(tiny_root, **no_dropout)
+    compiled, _ = build(tiny_root, fusion_compile="reduce-overhead", **no_dropout)
+    assert compile_calls == [(compiled.transformer, "reduce-overhead")]
+    assert compiled.state_dict().keys() == eager.state_dict().keys()  # nothing of the wrapper is saved
+    compiled.load_state_dict(eager.state_dict())
+    assert compiled.fusion_transformer is not compiled.transformer and eager.fusion_transformer is eager.transformer
+    for m in (eager, compiled):
+        m.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(compiled.forward()[1], eager.forward()[1])
+    # training: the loss and the gradients reach the transformer's parameters through the compiled call
+    for m in (eager, compiled):
+        m.train()
+    batch = bpr_batch(eager)
+    losses = []
+    for m in (eager, compiled):
+        m.zero_grad()
+        loss = m.calculate_loss(batch)
+        loss = loss[0] if isinstance(loss, tuple) else loss
+        loss.backward()
+        losses.append(loss.detach())
+    torch.testing.assert_close(losses[0], losses[1])
+    ffn = [m.transformer.layers[0].ffn["text"][0].weight.grad for m in (eager, compiled)]
+    assert ffn[1] is not None and ffn[1].abs().sum() > 0
+    torch.testing.assert_close(ffn[0], ffn[1])
+
+
+def test_fusion_compile_bad_value_names_the_modes(tiny_root):
+    with pytest.raises(ValueError, match="config 'fusion_compile' must be one of default, reduce-overhead"):
+        build(tiny_root, fusion_compile="fast")

@@ -38,6 +38,10 @@ Choices where the paper is vague (also in docs/models.md):
   read (exact). ``fusion_sample_ratio`` < 1 is an option beyond the paper: each training batch
   recomputes the transformer for that fraction of items; the others add their cached (stale) transformer
   residual to their current embedding.
+* **Compiled fusion** (beyond the paper, speed only). ``fusion_compile`` runs the transformer through
+  ``torch.compile`` with that mode (``reduce-overhead``: CUDA graphs, for GPUs where the batch is
+  launch-bound); the same function, the same parameters and checkpoints (dropout masks come from
+  Inductor's generator, so a run is not bit-identical to an eager one).
 * **Propagation graph** (beyond the paper). ``propagation_graph: interactions`` propagates over the
   user-item edges alone with LightGCN's fixed symmetric normalisation (no attention update); the KG then
   enters through the BFS sequences of the transformer and the TransR loss. Default ``ckg`` (the paper).
@@ -125,6 +129,12 @@ class MultiKG4Rec(FullGraphKGRecommender):
                 _check_positive_int(config, "n_heads"), _check_positive_int(config, "inner_size"),
                 config["hidden_dropout"], config["attn_dropout"], direction,
             )
+        # torch.compile'd forward of the transformer (an option, speed only): kept out of the module tree, so
+        # that parameters, state_dict and checkpoints stay those of the eager transformer it wraps
+        self.__dict__["_compiled_transformer"] = None
+        mode = config["fusion_compile"]  # validated by the plugin's Config
+        if self.transformer is not None and mode is not None:
+            self.__dict__["_compiled_transformer"] = torch.compile(self.transformer, mode=mode)
         ratio = config["fusion_sample_ratio"]  # validated by the plugin's Config
         self.fusion_sample_ratio = float(1.0 if ratio is None else ratio) if self.transformer is not None else 1.0
         if self.fusion_sample_ratio < 1.0:
@@ -188,7 +198,13 @@ class MultiKG4Rec(FullGraphKGRecommender):
         """Transformer outputs at position 0 of the BFS sequences of ``items`` [k] (all when None) -> [k, d]."""
         sequences = self.item_sequences if items is None else self.item_sequences[items]
         padding = self.item_padding if items is None else self.item_padding[items]
-        return self.transformer({m: inputs[m][sequences] for m in self.modalities}, padding, first_only=True)
+        return self.fusion_transformer({m: inputs[m][sequences] for m in self.modalities}, padding, first_only=True)
+
+    @property
+    def fusion_transformer(self):
+        """The transformer to call: its ``torch.compile`` wrapper with ``fusion_compile``, else itself."""
+        compiled = self.__dict__["_compiled_transformer"]
+        return self.transformer if compiled is None else compiled
 
     def fused_items(self, inputs):
         """modality -> [n_items, d] fused item representations.
@@ -278,7 +294,7 @@ class MultiKG4Rec(FullGraphKGRecommender):
             items = nodes[where] - self.n_users
             sequences = self.item_sequences[items]  # [k, N]
             members = {m: self.view_rows(m, sequences.flatten()).view(*sequences.shape, -1) for m in self.modalities}
-            fused = self.transformer(members, self.item_padding[items], first_only=True)
+            fused = self.fusion_transformer(members, self.item_padding[items], first_only=True)
             ego = {m: ego[m].index_put((where,), fused[m]) for m in self.modalities}
         outputs = [self.propagation[v](hops.blocks(self.adjacency(v).csr.values()), ego[v]) for v in self.views]
         return torch.cat(outputs, dim=1)

@@ -16,7 +16,8 @@ What it guarantees:
   ``runs/<model>__seed<seed>.json`` atomically (temporary file + rename) and the merged config to
   ``configs/<model>__seed<seed>.yaml``. Existing results are skipped: a comparison resumes where it
   stopped and can be filled up over several sittings. A failed run writes ``<key>.failed.json`` (with
-  the traceback) and is retried next time. A SIGTERM of the runner stops its running workers and starts
+  the traceback) and is retried next time. Each worker's output (RecBole's log, progress bars) goes to
+  ``logs/<model>__seed<seed>.log`` as it runs. A SIGTERM of the runner stops its running workers and starts
   no more (finished results stay; the same command resumes).
 * **Equal tuning budget** (:func:`tune_and_compare`, ``--tune=<folder of search spaces>`` with several
   models): every model is first swept with Ray Tune on the validation part of that same split, with the
@@ -395,6 +396,14 @@ def child_environment(jobs, environ=None, cpu_count=None):
     return env
 
 
+def _tail(path, chars=2000):
+    """The last ``chars`` characters of a text file (a worker's log)."""
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        f.seek(max(0, f.tell() - chars))
+        return f.read().decode("utf-8", errors="replace")
+
+
 def _worker(spec_path):
     """Entry point of the child process: ``python -m recbole_mkg.compare --worker spec.json``."""
     import recbole_mkg  # noqa: F401  (compatibility fixes)
@@ -407,7 +416,8 @@ def _worker(spec_path):
         run_one(model_of(spec["model"]), spec["dataset"], spec["seed"], spec.get("config_file_list"),
                 spec.get("config_dict"), out_dir=spec["out_dir"], saved=spec.get("saved", True),
                 label=spec["model"])
-    except BaseException as err:  # recorded, then the parent goes on with the next run
+    except BaseException as err:  # recorded (and in the run's log), then the parent goes on with the next run
+        traceback.print_exc()
         atomic_write_json(failed, {"status": "failed", "model": spec["model"], "seed": spec["seed"],
                                    "error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()})
         return 1
@@ -501,29 +511,33 @@ def compare(models, dataset, seeds=(2020,), config_file_list=None, config_dict=N
         out = os.path.join(results_dir, "runs", f"{key}.json")
         failed = os.path.join(results_dir, "runs", f"{key}.failed.json")
         spec_path = os.path.join(results_dir, "runs", f".{key}.spec.json")
+        log_path = os.path.join(results_dir, "logs", f"{key}.log")
         atomic_write_json(spec_path, spec)
-        log(f"[compare] {key}: running (epochs cap {spec['config_dict'].get('epochs', 'config')})")
+        os.makedirs(os.path.dirname(log_path), exist_ok=True)
+        log(f"[compare] {key}: running (epochs cap {spec['config_dict'].get('epochs', 'config')}; "
+            f"its progress: {os.path.relpath(log_path, results_dir)})")
         start = time.time()
         try:
-            with subprocess.Popen([python, "-m", "recbole_mkg.compare", "--worker", spec_path], env=env, text=True,
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+            with open(log_path, "w", encoding="utf-8") as output, subprocess.Popen(
+                    [python, "-m", "recbole_mkg.compare", "--worker", spec_path], env=env,
+                    stdout=output, stderr=subprocess.STDOUT) as proc:
                 with lock:
                     live.add(proc)
                 try:
-                    _, err = proc.communicate(timeout=timeout)
-                    code, tail = proc.returncode, (err or "")[-2000:]
+                    code = proc.wait(timeout=timeout)
                 except subprocess.TimeoutExpired:
                     proc.kill()
-                    proc.communicate()
-                    code, tail = -1, f"timed out after {timeout} s"
+                    proc.wait()
+                    code = -1
                     atomic_write_json(failed, {"status": "failed", "model": spec["model"], "seed": spec["seed"],
-                                               "error": tail})
+                                               "error": f"timed out after {timeout} s"})
                 finally:
                     with lock:
                         live.discard(proc)
         finally:  # the worker's input only: the run's merged config is in configs/<key>.yaml
             if os.path.exists(spec_path):
                 os.remove(spec_path)
+        tail = _tail(log_path)
         if code == 0 and os.path.isfile(out):
             log(f"[compare] {key}: done in {time.time() - start:.1f} s")
         elif stopping.is_set():

@@ -185,6 +185,9 @@ def test_failed_run_is_recorded_and_the_others_go_on(comparison, tiny_root):
                      config_dict=_shared(tiny_root, epochs=1), results_dir=str(out), log=lambda line: None)
     failed = json.load(open(out / "runs" / "NoSuchModel__seed2020.failed.json"))
     assert "unknown model" in failed["error"]
+    # every worker's output is in its log file, written as it runs: the failure's traceback, BPR's training
+    assert "unknown model" in open(out / "logs" / "NoSuchModel__seed2020.log").read()
+    assert (out / "logs" / "BPR__seed2020.log").is_file()
     assert [(r["model"], r["n"], r["failed"]) for r in result["rows"]] == [("NoSuchModel", 0, 1), ("BPR", 1, 0)]
     assert "Failed runs" in open(result["markdown"]).read()
 

@@ -502,7 +502,8 @@ def compare(models, dataset, seeds=(2020,), config_file_list=None, config_dict=N
         log(f"[compare] {jobs} runs at once on {os.cpu_count()} CPUs: {env['OMP_NUM_THREADS']} torch thread(s) "
             f"per run (set OMP_NUM_THREADS to choose)")
 
-    live, lock, stopping = set(), threading.Lock(), threading.Event()  # the workers running now
+    # the workers running now; a re-entrant lock: the SIGTERM handler may run in a thread that holds it
+    live, lock, stopping = set(), threading.RLock(), threading.Event()
 
     def launch(spec):
         key = run_key(spec["model"], spec["seed"])

@@ -750,6 +750,12 @@ def _mean_std(values):
     return mean, std
 
 
+def _device_label(record):
+    """``cpu (x86_64, 2 logical CPUs)``, ``cuda (NVIDIA H200)``; runs recorded before the name: ``cuda``."""
+    name = record.get("device_name")
+    return str(record.get("device")) + (f" ({name})" if name else "")
+
+
 def summarise(results_dir, models=None, seeds=None, epoch_caps=None, log=print):
     """Read ``runs/*.json`` and write ``results.md``, ``results.csv``, ``chart.png`` (test headline metric)
     and ``curves.png`` (validation curves)."""
@@ -803,13 +809,19 @@ def summarise(results_dir, models=None, seeds=None, epoch_caps=None, log=print):
             return "-"
         return f"{mean:.{digits}f} ± {std:.{digits}f}" if std else f"{mean:.{digits}f}"
 
-    head = ["model", "seeds", "epochs cap"] + metrics + [label for label, _, _ in extras]
+    # a folder filled on several machines (e.g. a GPU sitting, then CPU runs): which rows' timings are whose
+    devices = {model: sorted({_device_label(r) for r in records if r["model"] == model}) for model in models}
+    several = len({d for labels in devices.values() for d in labels}) > 1
+    head = ["model", "seeds", "epochs cap"] + (["device"] if several else []) + metrics
+    head += [label for label, _, _ in extras]
     lines = [f"Test metrics, mean ± std over seeds (headline: {headline}); one saved split for every model.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     best = max((r[headline] for r in rows if r.get(headline) is not None), default=None)
     for row in rows:
         cells = [row["model"], f"{row['n']}" + (f" (+{row['failed']} failed)" if row["failed"] else ""),
                  "-" if row["epochs cap"] is None else str(row["epochs cap"])]
+        if several:
+            cells.append(", ".join(devices[row["model"]]) or "-")
         for m in metrics:
             text = cell(row[m], row[m + " std"])
             cells.append(f"**{text}**" if m == headline and row[m] is not None and row[m] == best else text)
@@ -820,10 +832,11 @@ def summarise(results_dir, models=None, seeds=None, epoch_caps=None, log=print):
     if len(splits) > 1:
         lines += ["", f"WARNING: runs saw different splits: {sorted(splits)}"]
     elif records:
-        devices = ", ".join(sorted({str(r.get("device")) + (f" ({r['device_name']})" if r.get("device_name") else "")
-                                    for r in records}))
         lines += ["", f"Split (train/valid/test interactions): {records[0].get('split_sizes')}; "
-                      f"device: {devices}."]
+                      f"device: {', '.join(sorted({_device_label(r) for r in records}))}."]
+        if several:
+            lines += ["", "The runs come from more than one device (column `device`): compare the timing and "
+                          "memory columns only between rows of the same device."]
     lines += _budget_lines(results_dir, models)
     if failures:
         lines += ["", "Failed runs (retried on the next invocation):", ""]

@@ -75,6 +75,27 @@ def test_summarise_rewrites_the_tables_from_the_runs_without_training(comparison
         run_recbole_mkg.main(["--summarise", f"--results_dir={tmp_path / 'nothing'}"])
 
 
+def test_a_folder_filled_on_two_devices_says_which_rows_ran_where(comparison, tmp_path):
+    """KGAT's run as if it came from a GPU sitting (recorded before runs had device names): the table gets a
+    device column and says the timing columns compare only within a device; one device, no column."""
+    import shutil
+
+    out, _, _ = comparison
+    copy = tmp_path / "copy"
+    shutil.copytree(out / "runs", copy / "runs")
+    kgat = json.load(open(copy / "runs" / "KGAT__seed2020.json"))
+    kgat["device"] = "cuda"
+    del kgat["device_name"]
+    json.dump(kgat, open(copy / "runs" / "KGAT__seed2020.json", "w"))
+    summarise(str(copy), ["BPR", "KGAT"], log=lambda line: None)
+    table = open(copy / "results.md").read()
+    assert "| model | seeds | epochs cap | device | recall@10 |" in table
+    assert f"| BPR | 2 | 2 | cpu ({device_name('cpu')}) |" in table and "| KGAT | 1 | 1 | cuda |" in table
+    assert "compare the timing and memory columns only between rows of the same device" in table
+    summarise(str(copy), ["BPR"], log=lambda line: None)
+    assert "| device |" not in open(copy / "results.md").read()
+
+
 def test_saved_split_is_the_kg_filtered_interactions(comparison, tiny_root):
     out, _, _ = comparison
     folder = out / "split" / "mkg-tiny"

@@ -116,7 +116,7 @@ def _model_configs(text):
 def main(argv=None):
     args, config_files, overrides = parse_args(argv)
     if args.summarise:
-        from recbole_mkg.compare import summarise
+        from recbole_mkg.results_report import summarise
 
         if not args.results_dir or not os.path.isdir(os.path.join(args.results_dir, "runs")):
             raise SystemExit(f"--summarise needs --results_dir=<a results folder with runs/>, got {args.results_dir!r}")
@@ -128,7 +128,7 @@ def main(argv=None):
 
         config_files = [protocol_file(args.protocol)] + list(config_files or [])
     if args.split_only:
-        from recbole_mkg.compare import make_split
+        from recbole_mkg.saved_split import make_split
 
         return make_split(args.dataset, config_files, overrides, args.results_dir, args.split_seed)
 

@@ -202,9 +202,9 @@ def memory_child(name, args, feature_dir):
     for batch in _batches(entry, "RS", args.batches):
         _step(entry, batch)
     entry["trainer"].evaluate(entry["test"], load_best_model=False, show_progress=False)
-    from recbole_mkg.compare import _peak_rss_mb  # VmHWM: not inherited from the parent
+    from recbole_mkg.utils import peak_rss_mb  # VmHWM: not inherited from the parent
 
-    out = {"peak_rss_mb": _peak_rss_mb()}
+    out = {"peak_rss_mb": peak_rss_mb()}
     if args.device == "cuda":
         out["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
     print("MEMORY " + json.dumps(out))

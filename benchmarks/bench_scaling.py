@@ -141,9 +141,9 @@ def child(size, steps, views, device, sample_sizes=None, profile_to=None):
         knowledge_aware_attention(ckg, embeddings[0].detach(), relation.detach(), trans_w.detach())
     out["attention_s"] = time.perf_counter() - t
     
-    from recbole_mkg.compare import _peak_rss_mb  # VmHWM: not inherited from the parent
+    from recbole_mkg.utils import peak_rss_mb  # VmHWM: not inherited from the parent
 
-    out["peak_rss_mb"] = _peak_rss_mb()
+    out["peak_rss_mb"] = peak_rss_mb()
     print("RESULT " + json.dumps(out), flush=True)
 
 

@@ -6,10 +6,8 @@
 
 What it guarantees:
 
-* **One split.** The interactions are loaded once as a general (non-KG) model sees them on a KG dataset
-  (KG-filtered, :class:`recbole_mkg.data.KGFilteredDataset`), split once with ``split_seed`` and written
-  as RecBole benchmark files (``<dataset>.train/.valid/.test.inter``) into ``<results_dir>/split/``,
-  beside links to the dataset's other files. Every run reads that folder (``benchmark_filename``), so
+* **One split** (:mod:`recbole_mkg.saved_split`): the KG-filtered interactions split once with
+  ``split_seed`` and saved as RecBole benchmark files in ``<results_dir>/split/``; every run reads them, so
   every model, KG or not, trains, validates and tests on exactly the same interactions; the seeds vary
   initialisation and negative sampling, never the split.
 * **One process per (model, seed)**, so its peak memory is its own; each writes
@@ -24,14 +22,12 @@ What it guarantees:
   same number of trials and the same epoch cap per trial; the comparison then runs each model's best
   configuration (a variant ``Model@label`` runs its base model's best configuration plus its own files).
   The budget and each model's sweep are printed under the table.
-* **Tables**: ``results.md`` and ``results.csv`` with mean +- std over seeds of the test metrics, train
-  seconds per epoch, evaluation seconds, peak RSS (and peak GPU memory on a GPU), #parameters, epochs to
-  best, the epoch cap of each model; ``chart.png`` of the headline metric (``valid_metric``).
+* **Tables** (:mod:`recbole_mkg.results_report`): ``results.md`` / ``results.csv`` (mean +- std over
+  seeds), ``chart.png``, ``curves.png``; ``--summarise`` rewrites them from the runs a folder holds.
 """
 import argparse
 import contextlib
 import json
-import math
 import os
 import signal
 import subprocess
@@ -42,29 +38,21 @@ import traceback
 
 import yaml
 
-from recbole_mkg.atomic_io import atomic_open, atomic_write_json, atomic_write_text
+from recbole_mkg.atomic_io import atomic_write_json, atomic_write_text
+from recbole_mkg.results_report import summarise
+from recbole_mkg.saved_split import SPLIT_PARTS, absolute_paths, make_split, prepare_split  # noqa: F401 (make_split re-exported)
+from recbole_mkg.utils import model_of, peak_rss_mb
 
-__all__ = ["compare", "child_environment", "tune_and_compare", "space_file_for", "run_one", "model_of", "prepare_split", "summarise",
-           "parse_epoch_caps", "HEADLINE_METRICS"]
+__all__ = ["compare", "tune_and_compare", "child_environment", "space_file_for", "run_one", "run_key",
+           "parse_epoch_caps", "protocol_file", "model_of", "prepare_split", "make_split", "summarise"]
 
-HEADLINE_METRICS = [f"{m}@{k}" for m in ("recall", "mrr", "ndcg", "hit") for k in (10, 20)]
 PROTOCOL_DIR = os.path.join(os.path.dirname(os.path.realpath(__file__)), "properties", "protocol")
-SPLIT_PARTS = ("train", "valid", "test")
 
 
 # ---- small helpers ------------------------------------------------------------------------------------
 
 def run_key(model, seed):
     return f"{model}__seed{seed}"
-
-
-def model_of(entry):
-    """``"MultiKG4Rec@text"`` -> ``"MultiKG4Rec"``: an entry ``Model@label`` is a named variant of a model
-    (its own row, its own ``--model_configs`` file); a plain name is itself."""
-    name, _, label = entry.partition("@")
-    if not name or (entry.count("@") and not label):
-        raise ValueError(f"model entry {entry!r}: write a model name, or Model@label for a variant")
-    return name
 
 
 def protocol_file(name):
@@ -89,194 +77,6 @@ def parse_epoch_caps(text, models=()):
         name, value = part.split(":")
         caps[name.strip()] = int(value)
     return caps
-
-
-def _peak_rss_mb():
-    """Peak resident memory of this process in MiB.
-
-    Linux: ``VmHWM`` of ``/proc/self/status`` (reset by ``exec``). ``ru_maxrss`` is not used there: it
-    survives ``fork``/``exec``, so a child started by a big parent would report the parent's peak."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    import resource
-
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
-    return peak / 1024.0 if sys.platform != "darwin" else peak / 2**20
-
-
-# ---- the saved split ------------------------------------------------------------------------------------
-def _absolute_paths(config_dict):
-    """A copy of ``config_dict`` whose folder settings are absolute (the runs work in other folders)."""
-    shared = dict(config_dict or {})
-    for key in ("data_path", "checkpoint_dir", "feature_cache_dir", "feature_dir"):
-        if isinstance(shared.get(key), str):
-            shared[key] = os.path.abspath(shared[key])
-    return shared
-
-
-def prepare_split(dataset, config_file_list=None, config_dict=None, results_dir="results", split_seed=None,
-                  default_seed=2020):
-    """Split the KG-filtered interactions once and save them as RecBole benchmark files.
-
-    ``split_seed``: the seed of the split; ``None`` reuses the saved split whatever its seed, or makes a new
-    one with ``default_seed``. A saved split made with another seed than an explicit ``split_seed`` is an
-    error (the runs of one results folder must share one split).
-
-    The split's files (data: never published) live in ``<results_dir>/split/``; its description (seed,
-    sizes, no data) also goes to ``<results_dir>/split.json``, which travels with the results. A folder
-    whose ``split/`` is gone (e.g. results copied from the docs) is split again with the recorded seed and
-    must come out the same size; a folder with earlier runs and no record at all is an error unless
-    ``split_seed`` is given, since a new split under old runs would compare runs on different test sets.
-
-    Returns:
-        dict: ``{"data_path": <folder holding <dataset>/>, "benchmark_filename": [train, valid, test],
-        "sizes": {...}, "split_seed": int}``; the overrides every run of the comparison uses.
-    """
-    import numpy as np
-    from recbole.utils import FeatureType, init_seed
-
-    from recbole_mkg.compat.safe_checkpoints import to_plain
-    from recbole_mkg.config import Config
-    from recbole_mkg.data import create_dataset
-
-    split_root = os.path.abspath(os.path.join(results_dir, "split"))
-    folder = os.path.join(split_root, dataset)
-    marker = os.path.join(folder, "split.json")
-    record_path = os.path.join(results_dir, "split.json")
-    if os.path.isfile(marker):
-        with open(marker, encoding="utf-8") as f:
-            info = json.load(f)
-        if not os.path.isfile(record_path):  # folders made before the record existed
-            atomic_write_json(record_path, info)
-        if split_seed is not None and int(split_seed) != int(info["split_seed"]):
-            raise ValueError(f"{folder} holds the split made with seed {info['split_seed']}, not {split_seed}: "
-                             f"omit --split_seed (or pass {info['split_seed']}) to add runs to this comparison, "
-                             f"or use another --results_dir for a new split")
-        return {"data_path": split_root, "benchmark_filename": list(SPLIT_PARTS), "sizes": info["sizes"],
-                "split_seed": int(info["split_seed"])}
-
-    recorded = None
-    if os.path.isfile(record_path):
-        with open(record_path, encoding="utf-8") as f:
-            recorded = json.load(f)
-        if recorded.get("dataset") == dataset:
-            if split_seed is not None and int(split_seed) != int(recorded["split_seed"]):
-                raise ValueError(f"{record_path}: the runs of this folder used the split made with seed "
-                                 f"{recorded['split_seed']}, not {split_seed}: omit --split_seed (or pass "
-                                 f"{recorded['split_seed']}), or use another --results_dir for a new split")
-            split_seed = int(recorded["split_seed"])
-        else:
-            recorded = None
-    elif split_seed is None and _earlier_runs(results_dir, dataset):
-        raise ValueError(
-            f"{results_dir} holds earlier runs on {dataset} but neither their split ({folder}) nor its record "
-            f"({record_path}): pass --split_seed=<the seed their split was made with> (the first seed of the "
-            f"command that made them, unless it gave --split_seed), so that new runs use the same split")
-    split_seed = int(default_seed if split_seed is None else split_seed)
-    overrides = dict(config_dict or {})
-    overrides.update({"seed": split_seed, "benchmark_filename": None})
-    config = Config(model="BPR", dataset=dataset, config_file_list=config_file_list, config_dict=overrides)
-    init_seed(config["seed"], config["reproducibility"])
-    data = create_dataset(config)
-    parts = data.build()
-    source = os.path.abspath(config["data_path"])
-
-    os.makedirs(folder, exist_ok=True)
-    link_name, kg_name = f"{dataset}.link", f"{dataset}.kg"
-    for entry in os.listdir(source):  # links to every file of the dataset (features, .item, ...)
-        target = os.path.join(folder, entry)
-        if not os.path.lexists(target) and not entry.startswith(".") and entry not in (link_name, kg_name):
-            os.symlink(os.path.join(source, entry), target)
-
-    sizes = {}
-    for name, part in zip(SPLIT_PARTS, parts):
-        inter = part.inter_feat
-        columns, header = {}, []
-        for field in inter.columns:
-            ftype = data.field2type[field]
-            values = inter[field].numpy()
-            if ftype == FeatureType.TOKEN:
-                columns[field] = data.id2token(field, values)
-                header.append(f"{field}:token")
-            elif ftype == FeatureType.FLOAT:
-                columns[field] = values
-                header.append(f"{field}:float")
-        rows = ["\t".join(header)]
-        cols = [columns[h.split(":")[0]] for h in header]
-        rows.extend("\t".join(map(str, r)) for r in zip(*cols))
-        atomic_write_text(os.path.join(folder, f"{dataset}.{name}.inter"), "\n".join(rows) + "\n")
-        sizes[name] = int(len(inter))
-    if os.path.isfile(os.path.join(source, kg_name)):
-        _write_filtered_kg_and_link(data, config, source, folder, dataset, parts)
-    info = {"dataset": dataset, "source": source, "split_seed": split_seed,
-            "eval_args": str(config["eval_args"]), "sizes": sizes,
-            "drop_relations": to_plain(config["drop_relations"]),
-            "users": int(data.user_num - 1), "items": int(data.item_num - 1),
-            "interactions": int(np.sum(list(sizes.values())))}
-    if recorded is not None and recorded.get("sizes") not in (None, sizes):
-        raise ValueError(f"{record_path}: the split made again with seed {split_seed} has sizes {sizes}, the "
-                         f"recorded one {recorded['sizes']}: the data or the protocol changed since the earlier "
-                         f"runs ({folder} is left for inspection); use another --results_dir")
-    atomic_write_json(marker, info)
-    atomic_write_json(record_path, info)
-    return {"data_path": split_root, "benchmark_filename": list(SPLIT_PARTS), "sizes": sizes,
-            "split_seed": split_seed}
-
-
-def _earlier_runs(results_dir, dataset):
-    """Run records (``runs/*.json``) of ``dataset`` in ``results_dir``."""
-    runs = os.path.join(results_dir, "runs")
-    found = []
-    for name in sorted(os.listdir(runs)) if os.path.isdir(runs) else []:
-        if name.endswith(".json") and not name.endswith(".failed.json"):
-            try:
-                with open(os.path.join(runs, name), encoding="utf-8") as f:
-                    if json.load(f).get("dataset") == dataset:
-                        found.append(name)
-            except (OSError, ValueError):
-                continue
-    return found
-
-
-def _write_filtered_kg_and_link(data, config, source, folder, dataset, parts):
-    """The ``.kg`` and ``.link`` rows that the normal (filtering) load path would keep.
-
-    RecBole skips all filtering when it reads benchmark files, so the split folder gets the KG without
-    the triples of ``drop_relations`` and a ``.link`` restricted to interacted items whose entity is in
-    that KG (RecBole's KG dataset fails on link rows of items without interactions).
-    """
-    import pandas as pd
-
-    from recbole_mkg.data.dataset import relations_to_drop
-
-    def read(path):
-        return pd.read_csv(path, sep="\t", dtype=str, quoting=3, keep_default_na=False, engine="c")
-
-    drop = relations_to_drop(config)
-    kg_path, link_path = os.path.join(source, f"{dataset}.kg"), os.path.join(source, f"{dataset}.link")
-    if drop:
-        kg = read(kg_path)
-        kg = kg[~kg.iloc[:, 1].isin(drop)]
-        atomic_write_text(os.path.join(folder, f"{dataset}.kg"), kg.to_csv(sep="\t", index=False, quoting=3))
-    else:
-        os.symlink(kg_path, os.path.join(folder, f"{dataset}.kg"))
-        kg = read(kg_path)
-    if not os.path.isfile(link_path):
-        return
-    link = read(link_path)
-    item_col = next(c for c in link.columns if c.split(":")[0] == data.iid_field)
-    entity_col = next(c for c in link.columns if c != item_col)
-    items = set()
-    for part in parts:
-        items.update(data.id2token(data.iid_field, part.inter_feat[data.iid_field].numpy()).tolist())
-    entities = set(kg.iloc[:, 0]) | set(kg.iloc[:, 2])
-    keep = link[item_col].isin(items) & link[entity_col].isin(entities)
-    atomic_write_text(os.path.join(folder, f"{dataset}.link"), link[keep].to_csv(sep="\t", index=False, quoting=3))
 
 
 # ---- one run (in its own process) ------------------------------------------------------------------
@@ -352,7 +152,7 @@ def run_one(model, dataset, seed, config_file_list=None, config_dict=None, out_d
         "train_s_per_epoch": sum(timings["train"]) / max(1, len(timings["train"])),
         "valid_s_per_eval": sum(timings["valid"]) / max(1, len(timings["valid"])),
         "test_eval_s": test_seconds,
-        "peak_rss_mb": _peak_rss_mb(),
+        "peak_rss_mb": peak_rss_mb(),
         "peak_gpu_mb": (torch.cuda.max_memory_allocated() / 2**20) if config["device"].type == "cuda" else None,
         "device": str(config["device"]),
         "device_name": device_name(config["device"]),
@@ -426,18 +226,6 @@ def _worker(spec_path):
     return 0
 
 
-def make_split(dataset, config_file_list=None, config_dict=None, results_dir=None, split_seed=None, log=print):
-    """Make (or check) ``results_dir``'s saved split and run nothing: what ``--split_only`` does, e.g. before
-    the folder travels to another machine (``scripts/offline_gpu_bundle.sh``). Same arguments and return
-    value as :func:`prepare_split`; relative folders in ``config_dict`` are resolved here."""
-    results_dir = os.path.abspath(results_dir or os.path.join("results", dataset))
-    os.makedirs(results_dir, exist_ok=True)
-    config_file_list = [os.path.abspath(p) for p in (config_file_list or [])]
-    split = prepare_split(dataset, config_file_list, _absolute_paths(config_dict), results_dir, split_seed)
-    log(f"[split] {dataset} (seed {split['split_seed']}) train/valid/test = {split['sizes']} in {split['data_path']}")
-    return split
-
-
 # ---- the side-by-side runner -----------------------------------------------------------------------
 def compare(models, dataset, seeds=(2020,), config_file_list=None, config_dict=None, results_dir=None,
             epoch_caps=None, model_config_files=None, split_seed=None, timeout=None, saved=True,
@@ -468,7 +256,7 @@ def compare(models, dataset, seeds=(2020,), config_file_list=None, config_dict=N
     epoch_caps = dict(epoch_caps or {})
     model_config_files = dict(model_config_files or {})
     config_file_list = [os.path.abspath(p) for p in (config_file_list or [])]
-    shared = _absolute_paths(config_dict)
+    shared = absolute_paths(config_dict)
     shared.setdefault("checkpoint_dir", os.path.join(results_dir, "checkpoints"))
 
     for model in models:
@@ -614,7 +402,7 @@ def tune_and_compare(models, dataset, spaces, seeds=(2020,), config_file_list=No
     base_models = list(dict.fromkeys(model_of(m) for m in models))
     spaces_of = {b: space_file_for(spaces, b) for b in base_models}  # every space exists before any work
     config_file_list = [os.path.abspath(p) for p in (config_file_list or [])]
-    shared = _absolute_paths(config_dict)
+    shared = absolute_paths(config_dict)
     os.makedirs(results_dir, exist_ok=True)
     split = prepare_split(dataset, config_file_list, shared, results_dir, split_seed, default_seed=seeds[0])
     split_seed = split["split_seed"]
@@ -709,219 +497,6 @@ def _count_trials(sweep_dir):
         return None
     with open(path, encoding="utf-8") as f:
         return max(0, sum(1 for line in f if line.strip()) - 1)
-
-
-def _budget_lines(results_dir, models):
-    path = os.path.join(results_dir, "tuning_budget.json")
-    if not os.path.isfile(path):
-        return []
-    with open(path, encoding="utf-8") as f:
-        budget = json.load(f)
-    cap, trials = budget.get("epochs_cap_per_trial"), budget.get("trials_per_model")
-    equal = "equal for every model" if cap is not None and trials is not None else "NOT EQUAL"
-    lines = ["", f"Tuning budget ({equal}): {trials if trials is not None else 'UNEQUAL'} trials x "
-                 f"{cap if cap is not None else 'UNEQUAL'} epochs per trial, {budget['scheduler']} scheduler, "
-                 f"selection on the {budget['selection']}; each entry runs its base model's best config.", "",
-             "| model | trials run | epoch cap | sampler | best valid | best params | search space |",
-             "|---|---|---|---|---|---|---|"]
-    for base, b in budget["models"].items():
-        if not any(model_of(m) == base for m in models):
-            continue
-        valid = b.get("best_valid")
-        valid = f"{valid:.4f}" if isinstance(valid, (int, float)) else "-"
-        params = ", ".join(f"{k}={_short(v)}" for k, v in sorted((b.get("best_params") or {}).items()))
-        sampler = b.get("sampler") or "random (not recorded)"
-        lines.append(f"| {base} | {b.get('trials_run')} | {b['epochs_cap']} | {sampler} | {valid} | {params} | "
-                     f"{os.path.basename(b['space'])} |")
-    return lines
-
-
-def _short(value):
-    return f"{value:.3g}" if isinstance(value, float) else str(value)
-
-
-# ---- tables and chart ------------------------------------------------------------------------------
-def _mean_std(values):
-    values = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
-    if not values:
-        return None, None
-    mean = sum(values) / len(values)
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
-    return mean, std
-
-
-def _device_label(record):
-    """``cpu (x86_64, 2 logical CPUs)``, ``cuda (NVIDIA H200)``; runs recorded before the name: ``cuda``."""
-    name = record.get("device_name")
-    return str(record.get("device")) + (f" ({name})" if name else "")
-
-
-def summarise(results_dir, models=None, seeds=None, epoch_caps=None, log=print):
-    """Read ``runs/*.json`` and write ``results.md``, ``results.csv``, ``chart.png`` (test headline metric)
-    and ``curves.png`` (validation curves)."""
-    runs_dir = os.path.join(results_dir, "runs")
-    records, failures = [], []
-    for name in sorted(os.listdir(runs_dir)):
-        if name.startswith(".") or not name.endswith(".json"):
-            continue
-        with open(os.path.join(runs_dir, name), encoding="utf-8") as f:
-            record = json.load(f)
-        (failures if name.endswith(".failed.json") else records).append(record)
-    if seeds is not None:
-        records = [r for r in records if r["seed"] in seeds]
-        failures = [r for r in failures if r["seed"] in seeds]
-    if models is None:
-        models = sorted({r["model"] for r in records} | {r["model"] for r in failures})
-    records = [r for r in records if r["model"] in models]
-    failures = [r for r in failures if r["model"] in models]
-    headline = records[0]["valid_metric"] if records else "ndcg@20"
-    metrics = [m for m in HEADLINE_METRICS if any(m in r["test_result"] for r in records)] or HEADLINE_METRICS
-    extras = [("train s/epoch", "train_s_per_epoch", 2), ("eval s", "test_eval_s", 2),
-              ("peak RSS MB", "peak_rss_mb", 0), ("peak GPU MB", "peak_gpu_mb", 0),
-              ("#params", "n_params", 0), ("epochs to best", "epochs_to_best", 1)]
-    rows = []
-    for model in models:
-        mine = [r for r in records if r["model"] == model]
-        row = {"model": model, "seeds": ",".join(str(r["seed"]) for r in mine), "n": len(mine),
-               "failed": len([r for r in failures if r["model"] == model]),
-               "epochs cap": (mine[0]["epochs_cap"] if mine else (epoch_caps or {}).get(model))}
-        for m in metrics:
-            row[m], row[m + " std"] = _mean_std([r["test_result"].get(m) for r in mine])
-        for label, key, _ in extras:
-            row[label], row[label + " std"] = _mean_std([r.get(key) for r in mine])
-        rows.append(row)
-
-    # CSV: means and stds in their own columns
-    import csv
-
-    columns = ["model", "n", "seeds", "failed", "epochs cap"] + [c for m in metrics for c in (m, m + " std")]
-    columns += [c for label, _, _ in extras for c in (label, label + " std")]
-    csv_path = os.path.join(results_dir, "results.csv")
-    with atomic_open(csv_path, newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in columns})
-
-    # Markdown: mean +- std
-    def cell(mean, std, digits=4):
-        if mean is None:
-            return "-"
-        return f"{mean:.{digits}f} ± {std:.{digits}f}" if std else f"{mean:.{digits}f}"
-
-    # a folder filled on several machines (e.g. a GPU sitting, then CPU runs): which rows' timings are whose
-    devices = {model: sorted({_device_label(r) for r in records if r["model"] == model}) for model in models}
-    several = len({d for labels in devices.values() for d in labels}) > 1
-    head = ["model", "seeds", "epochs cap"] + (["device"] if several else []) + metrics
-    head += [label for label, _, _ in extras]
-    lines = [f"Test metrics, mean ± std over seeds (headline: {headline}); one saved split for every model.", "",
-             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    best = max((r[headline] for r in rows if r.get(headline) is not None), default=None)
-    for row in rows:
-        cells = [row["model"], f"{row['n']}" + (f" (+{row['failed']} failed)" if row["failed"] else ""),
-                 "-" if row["epochs cap"] is None else str(row["epochs cap"])]
-        if several:
-            cells.append(", ".join(devices[row["model"]]) or "-")
-        for m in metrics:
-            text = cell(row[m], row[m + " std"])
-            cells.append(f"**{text}**" if m == headline and row[m] is not None and row[m] == best else text)
-        for label, _, digits in extras:
-            cells.append(cell(row[label], row[label + " std"], digits))
-        lines.append("| " + " | ".join(cells) + " |")
-    splits = {json.dumps(r.get("split_sizes"), sort_keys=True) for r in records}
-    if len(splits) > 1:
-        lines += ["", f"WARNING: runs saw different splits: {sorted(splits)}"]
-    elif records:
-        lines += ["", f"Split (train/valid/test interactions): {records[0].get('split_sizes')}; "
-                      f"device: {', '.join(sorted({_device_label(r) for r in records}))}."]
-        if several:
-            lines += ["", "The runs come from more than one device (column `device`): compare the timing and "
-                          "memory columns only between rows of the same device."]
-    lines += _budget_lines(results_dir, models)
-    if failures:
-        lines += ["", "Failed runs (retried on the next invocation):", ""]
-        lines += [f"- {r['model']} seed {r['seed']}: {r.get('error', '')}" for r in failures]
-    md_path = os.path.join(results_dir, "results.md")
-    atomic_write_text(md_path, "\n".join(lines) + "\n")
-
-    chart = _chart(results_dir, rows, headline)
-    curves = _curves_chart(results_dir, models, records, headline)
-    log("\n".join(lines))
-    log(f"[compare] wrote {md_path}, {csv_path}" + "".join(f", {p}" for p in (chart, curves) if p))
-    return {"rows": rows, "records": records, "failures": failures, "markdown": md_path, "csv": csv_path,
-            "chart": chart, "curves": curves}
-
-
-def _chart(results_dir, rows, headline):
-    done = [r for r in rows if r.get(headline) is not None]
-    if not done:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(done) + 1.5), 3.4))
-    ax.bar([r["model"] for r in done], [r[headline] for r in done],
-           yerr=[r[headline + " std"] or 0.0 for r in done], capsize=4, color="#4c72b0")
-    ax.set_ylabel(f"test {headline}")
-    ax.set_title(f"test {headline}, mean ± std over seeds")
-    ax.tick_params(axis="x", rotation=30)
-    return _save_figure(fig, os.path.join(results_dir, "chart.png"))
-
-
-def _save_figure(fig, path):
-    """Write ``fig`` to ``path`` (PNG) atomically, close it, return ``path``."""
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    with atomic_open(path, "wb", suffix=".png") as f:
-        fig.savefig(f, format="png", dpi=110)
-    plt.close(fig)
-    return path
-
-
-def validation_curves(models, records):
-    """model -> ``(evaluation index [n], mean [n], min [n], max [n], number of runs)`` of the runs'
-    ``valid_curve`` over seeds (a run stopped early counts for the evaluations it reached)."""
-    import numpy as np
-
-    out = {}
-    for model in models:
-        runs = [r["valid_curve"] for r in records if r["model"] == model and r.get("valid_curve")]
-        if not runs:
-            continue
-        padded = np.full((len(runs), max(len(c) for c in runs)), np.nan)
-        for i, curve in enumerate(runs):
-            padded[i, :len(curve)] = curve
-        out[model] = (np.arange(1, padded.shape[1] + 1), np.nanmean(padded, axis=0), np.nanmin(padded, axis=0),
-                      np.nanmax(padded, axis=0), len(runs))
-    return out
-
-
-def _curves_chart(results_dir, models, records, headline):
-    """``curves.png``: each model's validation metric after every evaluation (mean over seeds; the band
-    spans the seeds' min..max): shows whether an epoch cap stopped a model that was still learning."""
-    curves = validation_curves(models, records)
-    if not curves:
-        return None
-    import matplotlib
-    import matplotlib.ticker
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    for model, (x, mean, low, high, n) in curves.items():
-        line, = ax.plot(x, mean, "o-", ms=3, label=f"{model} ({n} seed{'s' if n > 1 else ''})")
-        if n > 1:
-            ax.fill_between(x, low, high, color=line.get_color(), alpha=0.2)
-    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-    ax.set_xlabel("evaluation (epoch x eval_step)")
-    ax.set_ylabel(f"valid {headline}")
-    ax.set_title(f"validation {headline} (mean over seeds; band: min..max)", fontsize=9)
-    ax.legend(fontsize=7)
-    return _save_figure(fig, os.path.join(results_dir, "curves.png"))
 
 
 if __name__ == "__main__":

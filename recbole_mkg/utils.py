@@ -1,8 +1,9 @@
 """Model and trainer look-up: the plugin's classes first, then RecBole's (RecBole-GNN style); the name of
-the device a run or benchmark ran on."""
+the device a run or benchmark ran on; a model entry's base model; a process's peak memory."""
 import importlib
 import os
 import platform
+import sys
 
 import torch
 from recbole.utils import get_model as recbole_get_model
@@ -73,3 +74,31 @@ def device_name(device):
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs"
+
+
+def model_of(entry):
+    """``"MultiKG4Rec@text"`` -> ``"MultiKG4Rec"``: an entry ``Model@label`` is a named variant of a model
+    (its own row, its own ``--model_configs`` file); a plain name is itself."""
+    name, _, label = entry.partition("@")
+    if not name or (entry.count("@") and not label):
+        raise ValueError(f"model entry {entry!r}: write a model name, or Model@label for a variant")
+    return name
+
+
+def peak_rss_mb():
+    """Peak resident memory of this process in MiB.
+
+    Linux: ``VmHWM`` of ``/proc/self/status`` (reset by ``exec``). ``ru_maxrss`` is not used there: it
+    survives ``fork``/``exec``, so a child started by a big parent would report the parent's peak."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return peak / 1024.0 if sys.platform != "darwin" else peak / 2**20
+

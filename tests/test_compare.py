@@ -6,7 +6,9 @@ import pytest
 import yaml
 
 import run_recbole_mkg
-from recbole_mkg.compare import compare, parse_epoch_caps, prepare_split, protocol_file, summarise
+from recbole_mkg.compare import compare, parse_epoch_caps, protocol_file
+from recbole_mkg.results_report import summarise
+from recbole_mkg.saved_split import prepare_split
 from recbole_mkg.utils import device_name
 from tests.conftest import tiny_config
 
@@ -183,7 +185,7 @@ def test_tables_and_chart(comparison):
 def test_validation_curves_average_the_seeds(comparison):
     import numpy as np
 
-    from recbole_mkg.compare import validation_curves
+    from recbole_mkg.results_report import validation_curves
 
     out, result, _ = comparison
     assert open(result["curves"], "rb").read(8) == b"\x89PNG\r\n\x1a\n"

@@ -118,7 +118,9 @@ def summarise(results_dir, models=None, seeds=None, epoch_caps=None, log=print):
 
     # a folder filled on several machines (e.g. a GPU sitting, then CPU runs): which rows' timings are whose
     devices = {model: sorted({_device_label(r) for r in records if r["model"] == model}) for model in models}
-    several = len({d for labels in devices.values() for d in labels}) > 1
+    # (runs recorded before device names existed count as their type's: "cpu" beside "cpu (<name>)" is one)
+    several = (len({str(r.get("device")) for r in records}) > 1
+               or len({r["device_name"] for r in records if r.get("device_name")}) > 1)
     head = ["model", "seeds", "epochs cap"] + (["device"] if several else []) + metrics
     head += [label for label, _, _ in extras]
     lines = [f"Test metrics, mean ± std over seeds (headline: {headline}); one saved split for every model.", "",

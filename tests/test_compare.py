@@ -96,6 +96,11 @@ def test_a_folder_filled_on_two_devices_says_which_rows_ran_where(comparison, tm
     assert "compare the timing and memory columns only between rows of the same device" in table
     summarise(str(copy), ["BPR"], log=lambda line: None)
     assert "| device |" not in open(copy / "results.md").read()
+    # a CPU run recorded before device names existed is not another device
+    kgat.update(device="cpu")
+    json.dump(kgat, open(copy / "runs" / "KGAT__seed2020.json", "w"))
+    summarise(str(copy), ["BPR", "KGAT"], log=lambda line: None)
+    assert "| device |" not in open(copy / "results.md").read()
 
 
 def test_saved_split_is_the_kg_filtered_interactions(comparison, tiny_root):

@@ -40,11 +40,11 @@ import yaml
 
 from recbole_mkg.atomic_io import atomic_write_json, atomic_write_text
 from recbole_mkg.results_report import summarise
-from recbole_mkg.saved_split import SPLIT_PARTS, absolute_paths, make_split, prepare_split  # noqa: F401 (make_split re-exported)
+from recbole_mkg.saved_split import SPLIT_PARTS, absolute_paths, prepare_split
 from recbole_mkg.utils import model_of, peak_rss_mb
 
 __all__ = ["compare", "tune_and_compare", "child_environment", "space_file_for", "run_one", "run_key",
-           "parse_epoch_caps", "protocol_file", "model_of", "prepare_split", "make_split", "summarise"]
+           "parse_epoch_caps", "protocol_file", "model_of", "prepare_split", "summarise"]
 
 PROTOCOL_DIR = os.path.join(os.path.dirname(os.path.realpath(__file__)), "properties", "protocol")
 
@@ -305,7 +305,7 @@ def compare(models, dataset, seeds=(2020,), config_file_list=None, config_dict=N
         os.makedirs(os.path.dirname(log_path), exist_ok=True)
         log(f"[compare] {key}: running (epochs cap {spec['config_dict'].get('epochs', 'config')}; "
             f"its progress: {os.path.relpath(log_path, results_dir)})")
-        start = time.time()
+        start, error = time.time(), None
         try:
             with open(log_path, "w", encoding="utf-8") as output, subprocess.Popen(
                     [python, "-m", "recbole_mkg.compare", "--worker", spec_path], env=env,
@@ -317,9 +317,7 @@ def compare(models, dataset, seeds=(2020,), config_file_list=None, config_dict=N
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
-                    code = -1
-                    atomic_write_json(failed, {"status": "failed", "model": spec["model"], "seed": spec["seed"],
-                                               "error": f"timed out after {timeout} s"})
+                    code, error = -1, f"timed out after {timeout} s"
                 finally:
                     with lock:
                         live.discard(proc)
@@ -332,9 +330,9 @@ def compare(models, dataset, seeds=(2020,), config_file_list=None, config_dict=N
         elif stopping.is_set():
             log(f"[compare] {key}: stopped (the runner was terminated); the same command reruns it")
         else:
-            if not os.path.isfile(failed):
+            if error or not os.path.isfile(failed):  # else the worker recorded its own exception
                 atomic_write_json(failed, {"status": "failed", "model": spec["model"], "seed": spec["seed"],
-                                           "error": f"exit code {code}", "traceback": tail})
+                                           "error": error or f"exit code {code}", "traceback": tail})
             log(f"[compare] {key}: FAILED (exit {code}); see runs/{key}.failed.json\n{tail[-600:]}")
 
     def stop(signum, frame):

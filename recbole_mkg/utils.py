@@ -101,4 +101,3 @@ def peak_rss_mb():
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
     return peak / 1024.0 if sys.platform != "darwin" else peak / 2**20
-

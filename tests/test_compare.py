@@ -220,6 +220,15 @@ def test_failed_run_is_recorded_and_the_others_go_on(comparison, tiny_root):
     assert "Failed runs" in open(result["markdown"]).read()
 
 
+def test_a_run_over_its_timeout_is_killed_and_recorded(tiny_root, tmp_path):
+    result = compare(["BPR"], "mkg-tiny", seeds=[2020], config_file_list=[protocol_file("paper")],
+                     config_dict=_shared(tiny_root, epochs=1), results_dir=str(tmp_path), timeout=0.5,
+                     log=lambda line: None)
+    failed = json.load(open(tmp_path / "runs" / "BPR__seed2020.failed.json"))
+    assert failed["error"] == "timed out after 0.5 s"
+    assert not (tmp_path / "runs" / "BPR__seed2020.json").exists() and result["rows"][0]["failed"] == 1
+
+
 def test_parallel_runs_split_the_cpus_between_them():
     from recbole_mkg.compare import child_environment
 

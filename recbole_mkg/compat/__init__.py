@@ -31,18 +31,6 @@ pandas is held below 3 (``requirements.txt``): RecBole's data layer relies on pa
 places (``Series.agg(len)`` applied element-wise, chained ``fillna(inplace=True)``), which pandas 3's
 copy-on-write and ``agg`` changes break; patching them all would mean forking RecBole's dataset code.
 """
-from recbole_mkg.compat import upstream_warnings
-
-upstream_warnings.apply()  # before the imports below: torch_scatter_fallback imports torch_geometric
-
-from recbole_mkg.compat import (  # noqa: E402
-    cpu_ddp_wrapper,
-    numpy2_aliases,
-    safe_checkpoints,
-    scipy_dok_update,
-    torch_scatter_fallback,
-)
-
 _APPLIED = False
 
 
@@ -51,7 +39,18 @@ def apply_all():
     global _APPLIED
     if _APPLIED:
         return
+    # the warning filters first: importing torch_scatter_fallback imports torch_geometric, which warns
+    from recbole_mkg.compat import upstream_warnings
+
     upstream_warnings.apply()
+    from recbole_mkg.compat import (
+        cpu_ddp_wrapper,
+        numpy2_aliases,
+        safe_checkpoints,
+        scipy_dok_update,
+        torch_scatter_fallback,
+    )
+
     numpy2_aliases.apply()
     scipy_dok_update.apply()
     safe_checkpoints.apply()

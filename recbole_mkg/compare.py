@@ -83,6 +83,8 @@ def parse_epoch_caps(text, models=()):
 def run_one(model, dataset, seed, config_file_list=None, config_dict=None, out_dir=None, saved=True, label=None):
     """Train and test one model with one seed; returns the result record (and writes it when ``out_dir``).
     ``label`` (default: the model's name) names the row, e.g. ``MultiKG4Rec@text`` for a variant.
+    With ``out_dir`` (and ``saved``) the run keeps ``<out_dir>/progress/<key>.pth`` after each validated
+    epoch and, when that file exists, goes on from it (:mod:`recbole_mkg.run_progress`).
 
     The record holds the test and best validation results, timings (train seconds per epoch, seconds per
     validation, test seconds), peak RSS of this process, peak GPU memory, #parameters, epochs run and
@@ -94,6 +96,7 @@ def run_one(model, dataset, seed, config_file_list=None, config_dict=None, out_d
     from recbole_mkg.compat.safe_checkpoints import to_plain
     from recbole_mkg.config import Config
     from recbole_mkg.quick_start import build
+    from recbole_mkg.run_progress import RunProgress, is_resumable
     from recbole_mkg.utils import device_name
 
     overrides = dict(config_dict or {})
@@ -103,10 +106,19 @@ def run_one(model, dataset, seed, config_file_list=None, config_dict=None, out_d
     init_logger(config)
     dataset_obj, (train_data, valid_data, test_data), model_obj, trainer = build(config)
 
+    key = run_key(label or config["model"], seed)
     timings = {"train": [], "valid": [], "valid_scores": []}
+    progress = None
+    if out_dir is not None and saved and is_resumable(config):
+        progress = RunProgress(os.path.join(out_dir, "progress", f"{key}.pth"), config, trainer, train_data, timings)
+        if progress.restore() is not None:
+            print(f"[run] {key}: resumed after epoch {progress.resumed_from - 1} from {progress.path}"
+                  + (" (its training had ended: testing)" if progress.finished else ""), flush=True)
     train_epoch, valid_epoch = trainer._train_epoch, trainer._valid_epoch
 
     def timed_train(*args, **kwargs):
+        if progress is not None:
+            progress.on_train_epoch()
         start = time.perf_counter()
         out = train_epoch(*args, **kwargs)
         timings["train"].append(time.perf_counter() - start)
@@ -122,7 +134,12 @@ def run_one(model, dataset, seed, config_file_list=None, config_dict=None, out_d
     trainer._train_epoch, trainer._valid_epoch = timed_train, timed_valid
     if config["device"].type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    best_valid_score, best_valid_result = trainer.fit(train_data, valid_data, saved=saved, show_progress=False)
+    if progress is not None and progress.finished:
+        best_valid_score, best_valid_result = trainer.best_valid_score, trainer.best_valid_result
+    else:
+        best_valid_score, best_valid_result = trainer.fit(
+            train_data, valid_data, saved=saved, show_progress=False,
+            callback_fn=None if progress is None else (lambda epoch_idx, score: progress.save(epoch_idx)))
     start = time.perf_counter()
     test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=False)
     test_seconds = time.perf_counter() - start
@@ -162,11 +179,14 @@ def run_one(model, dataset, seed, config_file_list=None, config_dict=None, out_d
                         for n, d in zip(SPLIT_PARTS, (train_data, valid_data, test_data))},
         "config": final_config,
     }
+    if progress is not None:
+        record["sittings"] = progress.sittings  # several when the run was resumed (first epoch, device)
     if out_dir is not None:
-        key = run_key(label or config["model"], seed)
         atomic_write_text(os.path.join(out_dir, "configs", f"{key}.yaml"),
                           yaml.safe_dump(final_config, sort_keys=True, allow_unicode=True))
         atomic_write_json(os.path.join(out_dir, "runs", f"{key}.json"), record)
+    if progress is not None:
+        progress.remove()
     return record
 
 
@@ -307,7 +327,9 @@ def compare(models, dataset, seeds=(2020,), config_file_list=None, config_dict=N
             f"its progress: {os.path.relpath(log_path, results_dir)})")
         start, error = time.time(), None
         try:
-            with open(log_path, "w", encoding="utf-8") as output, subprocess.Popen(
+            with open(log_path, "a", encoding="utf-8") as output:  # a resumed run's earlier sittings stay
+                output.write(f"==== {time.strftime('%Y-%m-%d %H:%M:%S')} {key} starts ====\n")
+            with open(log_path, "a", encoding="utf-8") as output, subprocess.Popen(
                     [python, "-m", "recbole_mkg.compare", "--worker", spec_path], env=env,
                     stdout=output, stderr=subprocess.STDOUT) as proc:
                 with lock:

@@ -30,10 +30,10 @@ class UntrustedCheckpointError(RuntimeError):
 
 def to_plain(value):
     """Recursively turn a config value into data that ``weights_only`` unpickling accepts."""
+    if isinstance(value, np.generic):  # first: np.float64 is also a float
+        return value.item()
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
-    if isinstance(value, np.generic):
-        return value.item()
     if isinstance(value, enum.Enum):
         return value.name
     if isinstance(value, dict):

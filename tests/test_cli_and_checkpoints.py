@@ -45,6 +45,21 @@ def test_missing_dataset_and_config_file_are_clear_errors(tiny_root, tmp_path):
         run("BPR", "mkg-tiny", config_file_list=[str(tmp_path / "missing.yaml")], config_dict=tiny_config(tiny_root))
 
 
+def test_missing_atomic_files_are_named_with_what_to_do(fresh_tiny):
+    folder = fresh_tiny / "mkg-tiny"
+    os.remove(folder / "mkg-tiny.link")
+    config = tiny_config(fresh_tiny)
+    with pytest.raises(FileNotFoundError, match=r"missing mkg-tiny\.link; model KGAT is knowledge-aware.*dataset_tools"):
+        run("KGAT", "mkg-tiny", config_dict=config)
+    os.remove(folder / "mkg-tiny.inter")
+    with pytest.raises(FileNotFoundError, match=r"missing mkg-tiny\.inter, mkg-tiny\.link"):
+        run("MultiKG4Rec", "mkg-tiny", config_dict=config)
+    with pytest.raises(FileNotFoundError, match=r"missing mkg-tiny\.inter;"):  # a general model needs no KG
+        run("BPR", "mkg-tiny", config_dict=config)
+    with pytest.raises(FileNotFoundError, match=r"mkg-tiny\.train\.inter.*saved split.*--split_only"):
+        run("BPR", "mkg-tiny", config_dict=dict(config, benchmark_filename=["train", "valid", "test"]))
+
+
 def test_invalid_config_value_is_a_clear_error(tiny_root):
     with pytest.raises(ValueError, match="config 'epochs'"):
         run("BPR", "mkg-tiny", config_dict=tiny_config(tiny_root, epochs="many"))

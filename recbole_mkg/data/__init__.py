@@ -8,7 +8,32 @@ from recbole.utils import ModelType
 from recbole_mkg.data.dataset import KGDataset, KGFilteredDataset, MultimodalKGDataset, has_kg_files
 from recbole_mkg.data.demo import DEMO_NAME, ensure_demo
 
-__all__ = ["create_dataset", "KGDataset", "MultimodalKGDataset", "KGFilteredDataset"]
+__all__ = ["create_dataset", "check_dataset_files", "KGDataset", "MultimodalKGDataset", "KGFilteredDataset"]
+
+
+def check_dataset_files(config, needs_kg):
+    """Fail before loading when an atomic file the run reads is missing, naming every missing file and
+    how to make it (RecBole's own message names one file and no remedy).
+
+    The run reads ``<dataset>.inter`` (or ``<dataset>.<part>.inter`` for each part of
+    ``benchmark_filename``) and, for knowledge-aware models, ``<dataset>.kg`` and ``<dataset>.link``.
+    """
+    folder, name = config["data_path"], config["dataset"]
+    parts = config["benchmark_filename"]
+    inters = [f"{name}.{part}.inter" for part in parts] if parts else [f"{name}.inter"]
+    wanted = inters + ([f"{name}.kg", f"{name}.link"] if needs_kg else [])
+    missing = [f for f in wanted if not os.path.isfile(os.path.join(folder, f))]
+    if not missing:
+        return
+    if parts:
+        remedy = ("these are a saved split's files (benchmark_filename is set): make the split again with "
+                  "`run_recbole_mkg.py --split_only --results_dir=<its results folder>`, or unset benchmark_filename")
+    elif any(f.endswith((".kg", ".link")) for f in missing):
+        remedy = (f"model {config['model']} is knowledge-aware and needs the KG files: build the dataset with "
+                  f"`python -m dataset_tools` (docs/dataset_tools.md), or pick a general model such as BPR")
+    else:
+        remedy = "build the dataset with `python -m dataset_tools` (docs/dataset_tools.md)"
+    raise FileNotFoundError(f"dataset {name!r} in {folder}: missing {', '.join(missing)}; {remedy}.")
 
 
 def create_dataset(config):
@@ -33,6 +58,7 @@ def create_dataset(config):
 
     model_class = get_model(config["model"])
     dataset_class = getattr(model_class, "dataset_class", None)
+    check_dataset_files(config, needs_kg=dataset_class is not None or config["MODEL_TYPE"] == ModelType.KNOWLEDGE)
     if dataset_class is not None:
         return dataset_class(config)
     if config["MODEL_TYPE"] == ModelType.KNOWLEDGE and not hasattr(

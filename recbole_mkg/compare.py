@@ -40,7 +40,8 @@ import yaml
 
 from recbole_mkg.atomic_io import atomic_write_json, atomic_write_text
 from recbole_mkg.results_report import summarise
-from recbole_mkg.saved_split import SPLIT_PARTS, absolute_paths, prepare_split
+from recbole_mkg.config import absolute_paths
+from recbole_mkg.saved_split import SPLIT_PARTS, prepare_split
 from recbole_mkg.utils import model_of, peak_rss_mb
 
 __all__ = ["compare", "tune_and_compare", "child_environment", "space_file_for", "run_one", "run_key",

@@ -25,6 +25,28 @@ FUSION_COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autot
 
 PROPERTIES_DIR = os.path.join(os.path.dirname(os.path.realpath(__file__)), "properties")
 
+#: config settings that name folders; runs in other folders (worker processes, Ray trials) need them absolute
+PATH_KEYS = ("data_path", "checkpoint_dir", "feature_cache_dir", "feature_dir")
+
+
+def absolute_paths(config_dict, config=None):
+    """A copy of ``config_dict`` whose folder settings (:data:`PATH_KEYS`) are absolute, for runs that work
+    in other folders. With ``config`` (the resolved :class:`Config`), folders set in config files count
+    too: ``data_path`` then becomes the dataset's parent folder (RecBole appends the dataset's name), and
+    ``feature_cache_dir`` / ``feature_dir`` come from it; ``checkpoint_dir`` only from ``config_dict`` (a
+    Ray trial keeps its own)."""
+    out = dict(config_dict or {})
+    for key in PATH_KEYS:
+        if isinstance(out.get(key), str):
+            out[key] = os.path.abspath(out[key])
+    if config is not None:
+        out["data_path"] = os.path.abspath(os.path.dirname(os.path.normpath(config["data_path"])))
+        for key in ("feature_cache_dir", "feature_dir"):
+            value = config[key] if key in config else None
+            if isinstance(value, str) and value:
+                out[key] = os.path.abspath(value)
+    return out
+
 
 class Config(RecBoleConfig):
     def __init__(self, model=None, dataset=None, config_file_list=None, config_dict=None):

@@ -14,15 +14,6 @@ from recbole_mkg.atomic_io import atomic_write_json, atomic_write_text
 SPLIT_PARTS = ("train", "valid", "test")
 
 
-def absolute_paths(config_dict):
-    """A copy of ``config_dict`` whose folder settings are absolute (the runs work in other folders)."""
-    shared = dict(config_dict or {})
-    for key in ("data_path", "checkpoint_dir", "feature_cache_dir", "feature_dir"):
-        if isinstance(shared.get(key), str):
-            shared[key] = os.path.abspath(shared[key])
-    return shared
-
-
 def prepare_split(dataset, config_file_list=None, config_dict=None, results_dir="results", split_seed=None,
                   default_seed=2020):
     """Split the KG-filtered interactions once and save them as RecBole benchmark files.
@@ -187,6 +178,8 @@ def make_split(dataset, config_file_list=None, config_dict=None, results_dir=Non
     """Make (or check) ``results_dir``'s saved split and run nothing: what ``--split_only`` does, e.g. before
     the folder travels to another machine (``scripts/offline_gpu_bundle.sh``). Same arguments and return
     value as :func:`prepare_split`; relative folders in ``config_dict`` are resolved here."""
+    from recbole_mkg.config import absolute_paths
+
     results_dir = os.path.abspath(results_dir or os.path.join("results", dataset))
     os.makedirs(results_dir, exist_ok=True)
     config_file_list = [os.path.abspath(p) for p in (config_file_list or [])]

@@ -217,18 +217,6 @@ def _trainable(params, setup=None):
 
 
 # ---- the sweep -------------------------------------------------------------------------------------
-_PATH_KEYS = ("data_path", "feature_cache_dir", "feature_dir", "checkpoint_dir")
-
-
-def _absolute_paths(config_dict, config):
-    """Trials run in other folders (and on other nodes): make the data and cache paths absolute."""
-    out = dict(config_dict)
-    out["data_path"] = os.path.abspath(os.path.dirname(os.path.normpath(config["data_path"])))
-    for key in ("feature_cache_dir", "feature_dir"):
-        value = config[key] if key in config else None
-        if isinstance(value, str) and value:
-            out[key] = os.path.abspath(value)
-    return out
 
 
 def start_ray(ray_address=None, num_cpus=None, gpus_per_trial=0):
@@ -290,13 +278,13 @@ def run_tune(model, dataset, space_file, config_file_list=None, config_dict=None
     from ray.tune.search import BasicVariantGenerator
 
     from recbole_mkg.atomic_io import atomic_write_json
-    from recbole_mkg.config import Config
+    from recbole_mkg.config import Config, absolute_paths
 
     config_file_list = [os.path.abspath(p) for p in (config_file_list or [])]
     base = dict(config_dict or {})
     space = parse_search_space(space_file)
     probe = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=base)
-    base = _absolute_paths(base, probe)
+    base = absolute_paths(base, probe)
     metric_name = str(probe["valid_metric"]).lower()
     mode = "max" if probe["valid_metric_bigger"] else "min"
     max_epochs = int(probe["epochs"])
@@ -445,6 +433,7 @@ def _saved_params(trial_path):
 
 def _write_outputs(grid, path, base, space, metric_name, mode, probe, log, points=None):
     from recbole_mkg.atomic_io import atomic_write_json, atomic_write_text
+    from recbole_mkg.config import PATH_KEYS
 
     tuned = sorted(space)
     rows = []
@@ -501,7 +490,7 @@ def _write_outputs(grid, path, base, space, metric_name, mode, probe, log, point
            "best_test": None}
     if best_row is not None:
         final = probe.final_config_dict  # typed values (the CLI hands over strings)
-        best_config = {k: (v if k in _PATH_KEYS else final.get(k, v)) for k, v in base.items()}
+        best_config = {k: (v if k in PATH_KEYS else final.get(k, v)) for k, v in base.items()}
         best_config.update(best_row["params"])
         best_config = {k: (v.item() if hasattr(v, "item") else v) for k, v in best_config.items()}
         best_path = os.path.join(path, "best_config.yaml")

@@ -383,3 +383,24 @@ def test_max_concurrent_given_on_resume_replaces_the_sweeps_own_limit(tiny_root,
         run_tune("BPR", "mkg-tiny", str(space), config_dict=tiny_config(tiny_root, epochs=1),
                  tune_dir=str(tmp_path), num_cpus=2, log=logs.append)
     assert limit.value.args == (1,)
+
+
+def test_trials_get_absolute_folders_also_from_config_files(tiny_root, tmp_path, monkeypatch):
+    """Ray runs a trial in its own folder: relative folders of the flags and of config files would point
+    elsewhere there."""
+    import os
+
+    from recbole_mkg.config import Config, absolute_paths
+
+    monkeypatch.chdir(tiny_root)
+    config_file = tmp_path / "paths.yaml"
+    config_file.write_text("feature_dir: features\n")
+    flags = dict(tiny_config(".", checkpoint_dir="ckpt", feature_cache_dir="cache"))
+    resolved = Config(model="BPR", dataset="mkg-tiny", config_file_list=[str(config_file)], config_dict=flags)
+    out = absolute_paths(flags, resolved)
+    assert out["data_path"] == str(tiny_root)  # the dataset's parent folder, as the flag meant it
+    assert out["feature_dir"] == os.path.join(str(tiny_root), "features")  # from the config file
+    assert out["checkpoint_dir"] == os.path.join(str(tiny_root), "ckpt")
+    assert out["feature_cache_dir"] == os.path.join(str(tiny_root), "cache")
+    assert absolute_paths({"data_path": "d", "learning_rate": 0.1}) == {"data_path": os.path.abspath("d"),
+                                                                       "learning_rate": 0.1}

@@ -423,15 +423,15 @@ def test_fusion_compile_runs_the_same_transformer_through_torch_compile(tiny_roo
     compile_calls = []
     real_compile = torch.compile
 
-    def traced(module, mode=None, **kwargs):
-        compile_calls.append((module, mode))
-        return real_compile(module, backend="eager")
+    def traced(module, mode=None, dynamic=None, **kwargs):
+        compile_calls.append((module, mode, dynamic))
+        return real_compile(module, backend="eager", dynamic=dynamic)
 
     monkeypatch.setattr(torch, "compile", traced)
     no_dropout = {"hidden_dropout": 0.0, "mess_dropout": 0.0}  # so that two training passes compare
     eager, _ = build(tiny_root, **no_dropout)
     compiled, _ = build(tiny_root, fusion_compile="reduce-overhead", **no_dropout)
-    assert compile_calls == [(compiled.transformer, "reduce-overhead")]
+    assert compile_calls == [(compiled.transformer, "reduce-overhead", None)]
     assert compiled.state_dict().keys() == eager.state_dict().keys()  # nothing of the wrapper is saved
     compiled.load_state_dict(eager.state_dict())
     assert compiled.fusion_transformer is not compiled.transformer and eager.fusion_transformer is eager.transformer
@@ -454,6 +454,40 @@ def test_fusion_compile_runs_the_same_transformer_through_torch_compile(tiny_roo
     ffn = [m.transformer.layers[0].ffn["text"][0].weight.grad for m in (eager, compiled)]
     assert ffn[1] is not None and ffn[1].abs().sum() > 0
     torch.testing.assert_close(ffn[0], ffn[1])
+
+
+def test_fusion_compile_with_neighbour_sampling_compiles_for_dynamic_shapes(tiny_root, monkeypatch):
+    """Sampled batches hold a varying number of items: the transformer is compiled with dynamic shapes and
+    a sampled training pass gives the eager model's loss and gradients (the same sampled field)."""
+    compile_calls, compiled_calls = [], []
+    real_compile = torch.compile
+
+    def traced(module, mode=None, dynamic=None, **kwargs):
+        compile_calls.append(dynamic)
+        function = real_compile(module, backend="eager", dynamic=dynamic)
+        return lambda *args, **kw: (compiled_calls.append(1), function(*args, **kw))[1]
+
+    monkeypatch.setattr(torch, "compile", traced)
+    settings = {"hidden_dropout": 0.0, "mess_dropout": 0.0, "neighbour_sample_sizes": [3, 2]}
+    eager, _ = build(tiny_root, **settings)
+    compiled, _ = build(tiny_root, fusion_compile="default", **settings)
+    assert compile_calls == [True]
+    compiled.load_state_dict(eager.state_dict())
+    losses, grads = [], []
+    for m in (eager, compiled):
+        m.train()
+        for users in (8, 12):  # two batches: two field sizes, through the one compiled function
+            torch.manual_seed(7)  # the same sampled neighbours for both models
+            m.zero_grad()
+            loss = m.calculate_loss(bpr_batch(m, n=users))
+            loss = loss[0] if isinstance(loss, tuple) else loss
+            loss.backward()
+            losses.append(loss.detach())
+            grads.append(m.transformer.layers[0].ffn["text"][0].weight.grad.clone())
+    assert len(compiled_calls) == 2  # the sampled batches went through the compiled function
+    torch.testing.assert_close(losses[:2], losses[2:])
+    torch.testing.assert_close(grads[:2], grads[2:])
+    assert grads[2].abs().sum() > 0
 
 
 def test_fusion_compile_bad_value_names_the_modes(tiny_root):

@@ -129,12 +129,6 @@ class MultiKG4Rec(FullGraphKGRecommender):
                 _check_positive_int(config, "n_heads"), _check_positive_int(config, "inner_size"),
                 config["hidden_dropout"], config["attn_dropout"], direction,
             )
-        # torch.compile'd forward of the transformer (an option, speed only): kept out of the module tree, so
-        # that parameters, state_dict and checkpoints stay those of the eager transformer it wraps
-        self.__dict__["_compiled_transformer"] = None
-        mode = config["fusion_compile"]  # validated by the plugin's Config
-        if self.transformer is not None and mode is not None:
-            self.__dict__["_compiled_transformer"] = torch.compile(self.transformer, mode=mode)
         ratio = config["fusion_sample_ratio"]  # validated by the plugin's Config
         self.fusion_sample_ratio = float(1.0 if ratio is None else ratio) if self.transformer is not None else 1.0
         if self.fusion_sample_ratio < 1.0:
@@ -143,6 +137,15 @@ class MultiKG4Rec(FullGraphKGRecommender):
                                      persistent=False)
         self._fused_cache_valid = False
         self.neighbour_sample_sizes = check_sample_sizes(config["neighbour_sample_sizes"], len(config["layers"]))
+        # torch.compile'd forward of the transformer (an option, speed only): kept out of the module tree, so
+        # that parameters, state_dict and checkpoints stay those of the eager transformer it wraps. With
+        # neighbour sampling the number of items in a batch's field varies: compiled for dynamic shapes
+        # (else every new size would compile again).
+        self.__dict__["_compiled_transformer"] = None
+        mode = config["fusion_compile"]  # validated by the plugin's Config
+        if self.transformer is not None and mode is not None:
+            self.__dict__["_compiled_transformer"] = torch.compile(
+                self.transformer, mode=mode, dynamic=True if self.neighbour_sample_sizes is not None else None)
         if self.neighbour_sample_sizes is not None and self.fusion_sample_ratio < 1.0:
             raise ValueError("config 'fusion_sample_ratio' < 1 and 'neighbour_sample_sizes' exclude each other: "
                              "with neighbour sampling the transformer already runs only on the batch's "

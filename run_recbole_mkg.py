@@ -82,6 +82,8 @@ def parse_args(argv=None):
     tune.add_argument("--cpus_per_trial", type=float, default=1)
     tune.add_argument("--gpus_per_trial", type=float, default=0, help="fractional GPUs allowed, e.g. 0.5")
     tune.add_argument("--max_concurrent", type=int, default=None, help="trials running at once")
+    tune.add_argument("--trial_retries", type=int, default=0,
+                      help="restarts of a failed trial (a lost worker or node) from its last validated epoch")
     tune.add_argument("--ray_address", type=str, default=None, help="join this Ray cluster (e.g. auto, ray://host:10001)")
     tune.add_argument("--tune_dir", type=str, default=None, help="sweep folder (default results/tune)")
     tune.add_argument("--tune_name", type=str, default=None, help="sweep name (default <model>-<dataset>)")
@@ -136,7 +138,7 @@ def main(argv=None):
                         reduction_factor=args.reduction_factor, cpus_per_trial=args.cpus_per_trial,
                         gpus_per_trial=args.gpus_per_trial, max_concurrent=args.max_concurrent,
                         ray_address=args.ray_address, resume=not args.no_resume, sampler=args.sampler,
-                        tune_seed=args.tune_seed)
+                        tune_seed=args.tune_seed, trial_retries=args.trial_retries)
     # unset flags leave the callee's default (the sweep's sampler is random, the comparison's stratified),
     # and a resumed sweep its recorded sampler, seed and number of trials
     tune_options = {k: v for k, v in tune_options.items() if v is not None}

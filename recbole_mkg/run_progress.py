@@ -156,10 +156,12 @@ class RunProgress:
             os.remove(self.path)
 
     # ---- restoring ---------------------------------------------------------------------------------
-    def restore(self):
+    def restore(self, best_model_file=None):
         """Read the progress file, if any, and prepare the trainer to go on after its epoch: sets the
         trainer's start epoch, early-stopping state and best-checkpoint path, and the timings now; the
         weights, optimizer and random generators at the first training epoch (:meth:`on_train_epoch`).
+        ``best_model_file``: where the best-epoch checkpoint is now, when not where the file says (a Ray
+        trial restored elsewhere).
 
         Returns:
             int or None: the epoch the run goes on from, or None when there is nothing to resume.
@@ -182,7 +184,7 @@ class RunProgress:
                 f"{self.path} was written by this run with another configuration ({shown}"
                 f"{', ...' if len(differing) > 8 else ''}). Rerun with the original configuration to resume it, "
                 f"or delete the file to start the run afresh.")
-        best_file = state["best_model_file"]
+        best_file = best_model_file or state["best_model_file"]
         if state["best_valid_result"] and not os.path.isfile(best_file):
             raise FileNotFoundError(
                 f"{self.path} resumes a run whose best-epoch checkpoint {best_file} is gone (checkpoint_dir "

@@ -34,7 +34,9 @@
   otherwise a local Ray starts.
 * **Failures**: a trial that raises is recorded (status ``ERROR``, its error in the table) and the sweep
   goes on. **Resume**: running the same sweep (same ``tune_dir`` and name) again restores it: finished
-  trials are kept, unfinished ones rerun.
+  trials are kept, unfinished ones go on after their last validated epoch (each validation reports a Ray
+  checkpoint of the trial: :mod:`recbole_mkg.run_progress`'s file and the best-epoch checkpoint; Ray keeps
+  the latest one).
 * **Output** in ``<tune_dir>/<name>/``: ``trials.csv`` and ``trials.md`` (config, best validation metric,
   epochs, status), ``best_config.yaml`` (usable with ``--config_files``) and ``best.json`` (its validation
   and test metrics).
@@ -44,6 +46,8 @@ import json
 import logging
 import math
 import os
+import shutil
+import tempfile
 import time
 
 import yaml
@@ -175,6 +179,7 @@ def _trainable(params, setup=None):
 
     from recbole_mkg.config import Config
     from recbole_mkg.quick_start import build
+    from recbole_mkg.run_progress import RunProgress
 
     config_dict = dict(setup["config_dict"])
     config_dict.update(_trial_params(params, setup.get("points")))
@@ -193,27 +198,67 @@ def _trainable(params, setup=None):
     _, (train_data, valid_data, test_data), _, trainer = build(config)
 
     bigger = config["valid_metric_bigger"]
-    state = {"best": None, "evals": 0}
-    valid_epoch = trainer._valid_epoch
+    eval_step = max(1, int(config["eval_step"] or 1))
+    scores, last = [], {}
+    staging = tempfile.mkdtemp(prefix="recbole-mkg-trial-")
+    try:
+        progress = _restore_trial(RunProgress(os.path.join(staging, "progress.pth"), config, trainer, train_data,
+                                              {"valid_scores": scores}))
+        valid_epoch, train_epoch = trainer._valid_epoch, trainer._train_epoch
 
-    def reporting_valid(*args, **kwargs):
-        score, result = valid_epoch(*args, **kwargs)
-        state["evals"] += 1
-        score = float(score)
-        if state["best"] is None or (score > state["best"] if bigger else score < state["best"]):
-            state["best"] = score
-        metrics = {SCORE: score, BEST: state["best"], EPOCH: state["evals"] * max(1, int(config["eval_step"] or 1))}
-        metrics.update({f"valid_{k}": float(v) for k, v in dict(result).items()})
-        tune.report(metrics)
-        return score, result
+        def restoring_train(*args, **kwargs):
+            progress.on_train_epoch()
+            return train_epoch(*args, **kwargs)
 
-    trainer._valid_epoch = reporting_valid
-    best_score, _ = trainer.fit(train_data, valid_data, verbose=False, saved=True, show_progress=False)
-    test_result = trainer.evaluate(test_data, load_best_model=True, show_progress=False)
-    final = {SCORE: float(best_score), BEST: float(best_score),
-             EPOCH: state["evals"] * max(1, int(config["eval_step"] or 1)), "finished": True}
+        def recording_valid(*args, **kwargs):
+            score, result = valid_epoch(*args, **kwargs)
+            scores.append(float(score))
+            last["result"] = result
+            return score, result
+
+        def report(epoch_idx, score):
+            """After the validation and the early-stopping update: the metrics, with a checkpoint of the
+            trial that a restored sweep goes on from."""
+            pick = max if bigger else min
+            metrics = {SCORE: float(score), BEST: pick(scores), EPOCH: len(scores) * eval_step}
+            metrics.update({f"valid_{k}": float(v) for k, v in dict(last["result"]).items()})
+            progress.save(epoch_idx)
+            if os.path.isfile(trainer.saved_model_file):
+                shutil.copyfile(trainer.saved_model_file, os.path.join(staging, "best.pth"))
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(staging))
+
+        trainer._train_epoch, trainer._valid_epoch = restoring_train, recording_valid
+        if progress.finished:
+            best_score = trainer.best_valid_score
+        else:
+            best_score, _ = trainer.fit(train_data, valid_data, verbose=False, saved=True, show_progress=False,
+                                        callback_fn=report)
+        test_result = trainer.evaluate(test_data, load_best_model=True, show_progress=False)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    final = {SCORE: float(best_score), BEST: float(best_score), EPOCH: len(scores) * eval_step, "finished": True}
     final.update({f"test_{k}": float(v) for k, v in dict(test_result).items()})
     tune.report(final)
+
+
+def _restore_trial(progress):
+    """A trial that Ray restores (a resumed sweep, or a retry) goes on from its latest checkpoint: the
+    trial's :class:`~recbole_mkg.run_progress.RunProgress` file and its best-epoch checkpoint, put back where
+    this process keeps them."""
+    from ray import tune
+
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is None:
+        progress.restore()
+        return progress
+    with checkpoint.as_directory() as folder:
+        shutil.copyfile(os.path.join(folder, "progress.pth"), progress.path)
+        best = os.path.join(folder, "best.pth")
+        if os.path.isfile(best):
+            os.makedirs(os.path.dirname(progress.trainer.saved_model_file), exist_ok=True)
+            shutil.copyfile(best, progress.trainer.saved_model_file)
+    progress.restore(best_model_file=progress.trainer.saved_model_file)
+    return progress
 
 
 # ---- the sweep -------------------------------------------------------------------------------------
@@ -244,7 +289,7 @@ def start_ray(ray_address=None, num_cpus=None, gpus_per_trial=0):
 def run_tune(model, dataset, space_file, config_file_list=None, config_dict=None, num_samples=None,
              scheduler="asha", grace_period=1, reduction_factor=2, cpus_per_trial=1, gpus_per_trial=0,
              max_concurrent=None, ray_address=None, tune_dir=None, name=None, resume=True, num_cpus=None,
-             sampler=None, tune_seed=None, log=print):
+             sampler=None, tune_seed=None, trial_retries=0, log=print):
     """Run (or resume) a sweep; write the trial table, the best config and its test metrics.
 
     Args:
@@ -267,6 +312,9 @@ def run_tune(model, dataset, space_file, config_file_list=None, config_dict=None
         tune_dir (str): parent folder of the sweep (default ``results/tune``); name: its folder name.
         resume (bool): restore an existing sweep of the same name instead of starting afresh.
         num_cpus (int): CPUs of a locally started Ray (default: all).
+        trial_retries (int): times a failed trial (an exception, a lost worker or node) is started again
+            from its latest checkpoint before it counts as failed (default 0: failed at once; a config that
+            raises fails the same way every time).
 
     Returns:
         dict: ``trials`` (rows of the table), ``best_params``, ``best_config`` (path), ``best_valid``,
@@ -335,7 +383,8 @@ def run_tune(model, dataset, space_file, config_file_list=None, config_dict=None
                                             search_alg=BasicVariantGenerator(random_state=record["seed"],
                                                                              max_concurrent=max_concurrent or 0)),
                 run_config=tune.RunConfig(name=name, storage_path=storage, verbose=0,
-                                          failure_config=tune.FailureConfig(max_failures=0, fail_fast=False)),
+                                          failure_config=tune.FailureConfig(max_failures=int(trial_retries), fail_fast=False),
+                                          checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
             )
             atomic_write_json(os.path.join(path, SWEEP_RECORD), record)
         start = time.time()

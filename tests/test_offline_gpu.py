@@ -25,7 +25,7 @@ def _fake_tree(tmp_path):
     (repo / "benchmarks" / "run_comparison_fake.sh").write_text(
         '#!/usr/bin/env bash\nmkdir -p "$RESULTS_DIR/runs" "$RESULTS_DIR/split"\n'
         'touch "$RESULTS_DIR/split/data.inter" "$RESULTS_DIR/started_$MODELS"\n'
-        'if [ "$MODELS" = Slow ]; then sleep 120; fi\n'
+        'if [ "$MODELS" = Slow ]; then sleep 900; fi\n'
         'printf \'{"models": "%s", "seeds": "%s", "jobs": "%s", "features": "%s", "epochs": "%s"}\' '
         '"$MODELS" "$SEEDS" "$JOBS" "$FEATURE_DIR" "$EPOCHS" > "$RESULTS_DIR/runs/${MODELS}__seed$SEEDS.json"\n')
     bundle = repo / "offline_bundle"
@@ -46,10 +46,11 @@ def test_stages_share_the_machine_and_the_deadline_stops_only_what_still_runs(tm
            "STAGES": "A,B|2020,2021|4;Slow|7|1", "EPOCHS": "10", "DEADLINE": "20",
            "BEFORE": 'echo "before ran with $PY" > "$OUT/marker"; ls dataset/fake-features'}
     start = time.time()
+    # generous limits: on a loaded machine the script's own start (a Python importing torch) can take a minute
     proc = subprocess.run(["bash", str(repo / "scripts" / "offline_gpu_run.sh")], env=env, capture_output=True,
-                          text=True, timeout=110)
+                          text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert time.time() - start < 100  # the Slow stage (120 s) was stopped at the deadline
+    assert time.time() - start < 600  # the Slow stage (900 s) was stopped at the deadline
     assert "DEADLINE (20 s)" in proc.stdout
     assert (repo / "dataset" / "fake-features" / "fake-kg.text.feat").is_file()  # the bundle's data unpacked
     runs = repo / "results" / "fake" / "runs"

@@ -404,3 +404,55 @@ def test_trials_get_absolute_folders_also_from_config_files(tiny_root, tmp_path,
     assert out["feature_cache_dir"] == os.path.join(str(tiny_root), "cache")
     assert absolute_paths({"data_path": "d", "learning_rate": 0.1}) == {"data_path": os.path.abspath("d"),
                                                                        "learning_rate": 0.1}
+
+
+def test_a_trial_whose_worker_dies_goes_on_from_its_last_epoch(tiny_root, tmp_path):
+    """--trial_retries: the trial's worker process is killed mid-training; Ray restarts the trial from its
+    latest checkpoint (reported with every validation), so its epochs continue instead of starting again,
+    and it finishes its whole budget."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    space = tmp_path / "hyper.test"
+    space.write_text("learning_rate choice [0.01]\n")
+    config = tiny_config(tiny_root, epochs=60, stopping_step=100)
+    config.pop("checkpoint_dir")
+    tune_dir, out_file = tmp_path / "tune", tmp_path / "out.json"
+    script = (
+        "import json, sys\n"
+        f"sys.path.insert(0, {os.path.dirname(os.path.dirname(os.path.abspath(__file__)))!r})\n"
+        "from recbole_mkg.tune import run_tune\n"
+        f"out = run_tune('BPR', 'mkg-tiny', {str(space)!r}, config_dict={config!r}, num_samples=1, scheduler='fifo',\n"
+        f"               tune_dir={str(tune_dir)!r}, num_cpus=1, trial_retries=1, log=print)\n"
+        f"json.dump(out, open({str(out_file)!r}, 'w'), default=str)\n"
+    )
+    driver = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    killed, deadline = None, time.time() + 240
+    while killed is None and time.time() < deadline and driver.poll() is None:
+        if list(tune_dir.glob("*/*/checkpoint_000002")):  # a few validated epochs in
+            for proc in psutil.Process(driver.pid).children(recursive=True):
+                try:
+                    title = " ".join(proc.cmdline())
+                except psutil.Error:
+                    continue
+                if "ImplicitFunc" in title or "_trainable" in title:
+                    proc.send_signal(signal.SIGKILL)
+                    killed = title
+                    break
+        time.sleep(0.05)
+    output = driver.communicate(timeout=300)[0]
+    assert killed, "the trial's worker was not found running: " + output[-3000:]
+    assert driver.returncode == 0, output[-3000:]
+    out = json.load(open(out_file))
+    assert [(t["status"], t["epochs"]) for t in out["trials"]] == [("finished", 60)]
+    rows = [json.loads(line) for line in open(next(tune_dir.glob("*/*/result.json")))]
+    restarts = [r["epoch"] for r in rows if r["iterations_since_restore"] == 1]
+    assert len(restarts) == 2 and restarts[0] == 1, restarts  # the first start, and one restore
+    assert restarts[1] > 2  # went on after the checkpointed epochs, not from epoch 1
+    epochs = [r["epoch"] for r in rows if not r.get("finished")]
+    assert epochs[-1] == 60 and len(epochs) - len(set(epochs)) <= 2  # at most the epochs after the checkpoint again

@@ -147,6 +147,7 @@ def summarise(results_dir, models=None, seeds=None, epoch_caps=None, log=print):
             lines += ["", "The runs come from more than one device (column `device`): compare the timing and "
                           "memory columns only between rows of the same device."]
     lines += budget_lines(results_dir, models)
+    lines += in_progress_lines(results_dir, models, seeds)
     if failures:
         lines += ["", "Failed runs (retried on the next invocation):", ""]
         lines += [f"- {r['model']} seed {r['seed']}: {r.get('error', '')}" for r in failures]
@@ -159,6 +160,26 @@ def summarise(results_dir, models=None, seeds=None, epoch_caps=None, log=print):
     log(f"[compare] wrote {md_path}, {csv_path}" + "".join(f", {p}" for p in (chart, curves) if p))
     return {"rows": rows, "records": records, "failures": failures, "markdown": md_path, "csv": csv_path,
             "chart": chart, "curves": curves}
+
+
+def in_progress_lines(results_dir, models, seeds=None):
+    """Markdown lines listing the runs that have a progress file (killed or still running): epochs done
+    of the cap, best validation score so far."""
+    folder = os.path.join(results_dir, "progress")
+    found = []
+    for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+        if not name.endswith(".json") or name.startswith("."):
+            continue
+        model, _, seed = name[:-len(".json")].rpartition("__seed")
+        if model not in models or (seeds is not None and seed.isdigit() and int(seed) not in seeds):
+            continue
+        with open(os.path.join(folder, name), encoding="utf-8") as f:
+            state = json.load(f)
+        found.append(f"- {model} seed {seed}: {state['epochs_done']} of {state['epochs_cap']} epochs, best valid "
+                     f"{state['valid_metric']} so far {state['best_valid_score']:.4f} ({state['saved_at']})")
+    if not found:
+        return []
+    return ["", "Runs in progress (not in the table; the same command goes on from their last epoch):", ""] + found
 
 
 def _chart(results_dir, rows, headline):

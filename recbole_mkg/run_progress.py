@@ -13,7 +13,8 @@ and each training dataloader's own ``torch.Generator``), the per-epoch timings a
 far, and the path of the best-epoch checkpoint. The weights are restored at the first training epoch of
 the new process, after the trainer's own set-up (CrossGMMI's fine-tuning loads its pre-trained file and
 builds a fresh optimizer there), so a resumed run continues from the same state: on CPU its final metrics
-equal an uninterrupted run's (tested). The file is removed once the run's result is written.
+equal an uninterrupted run's (tested). The file, and a small JSON beside it (epochs done, best validation score so far: the runner's table lists
+runs in progress from it), are removed once the run's result is written.
 
 A progress file written with a different configuration is refused (the differing keys are named); keys
 that only say where or on what the run happens (paths, device) may differ, so a run may move between
@@ -22,10 +23,12 @@ pretrain`` / ``pretrain_finetune``); those start again.
 """
 import os
 import random
+import time
 
 import numpy as np
 import torch
 
+from recbole_mkg.atomic_io import atomic_write_json
 from recbole_mkg.compat.safe_checkpoints import atomic_torch_save, to_plain
 
 #: config keys that only say where or on what a run happens; they may change between sittings
@@ -150,10 +153,20 @@ class RunProgress:
             "sittings": list(self.sittings),
         }
         atomic_torch_save(state, self.path)
+        atomic_write_json(self.summary_path, {
+            "epochs_done": int(epoch_idx) + 1, "epochs_cap": int(trainer.epochs),
+            "best_valid_score": float(trainer.best_valid_score), "valid_metric": str(self.config["valid_metric"]).lower(),
+            "saved_at": time.strftime("%Y-%m-%d %H:%M:%S"), "sittings": list(self.sittings)})
+
+    @property
+    def summary_path(self):
+        """A small JSON beside the progress file (epochs done, best validation so far), for the tables."""
+        return os.path.splitext(self.path)[0] + ".json"
 
     def remove(self):
-        if os.path.exists(self.path):
-            os.remove(self.path)
+        for path in (self.path, self.summary_path):
+            if os.path.exists(path):
+                os.remove(path)
 
     # ---- restoring ---------------------------------------------------------------------------------
     def restore(self, best_model_file=None):

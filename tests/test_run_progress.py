@@ -5,6 +5,7 @@ import pytest
 
 from recbole_mkg import run_progress
 from recbole_mkg.compare import protocol_file, run_one
+from recbole_mkg.results_report import summarise
 from recbole_mkg.run_progress import ProgressMismatchError
 from tests.conftest import tiny_config
 
@@ -42,9 +43,12 @@ def test_a_killed_run_resumes_and_ends_as_an_uninterrupted_one(tiny_root, tmp_pa
             run_one(model, "mkg-tiny", 2020, files, _config(tiny_root, out), out_dir=str(out))
     progress = out / "progress" / f"{model}__seed2020.pth"
     assert progress.is_file() and not (out / "runs" / f"{model}__seed2020.json").exists()
+    (out / "runs").mkdir()  # (the runner makes it) the folder's table lists the run as in progress
+    table = open(summarise(str(out), [model], [2020], log=lambda line: None)["markdown"]).read()
+    assert f"- {model} seed 2020: 2 of 4 epochs, best valid ndcg@20 so far" in table
 
     resumed = run_one(model, "mkg-tiny", 2020, files, _config(tiny_root, out), out_dir=str(out))
-    assert not progress.exists()  # removed once the result is written
+    assert not list((out / "progress").iterdir())  # removed once the result is written
     assert [s["first_epoch"] for s in resumed["sittings"]] == [0, 2]
     assert resumed["epochs_run"] == whole["epochs_run"] == 4
     # the same model state, optimizer state and random draws: the same curve and the same test metrics

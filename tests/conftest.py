@@ -16,6 +16,16 @@ TINY = dict(n_users=60, n_items=90, n_directors=12, n_years=4, n_countries=3, in
             visual_dim=12, text_dim=10)
 
 
+def pytest_configure(config):
+    """pytest records warnings with its own filters: add the plugin's filters of RecBole's and PyG's own
+    warnings (recbole_mkg.compat.upstream_warnings; tested there in a subprocess) to keep the summary to
+    what the project's code raises."""
+    from recbole_mkg.compat.upstream_warnings import FILTERS
+
+    for message, category, module in FILTERS:
+        config.addinivalue_line("filterwarnings", f"ignore:{message}:{category.__name__}:{module}")
+
+
 def tiny_config(data_root, **overrides):
     """Config dict for the tiny dataset: fast settings, no progress bars, everything under ``data_root``."""
     config = {

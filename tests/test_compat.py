@@ -142,7 +142,7 @@ def test_upstream_deprecation_warnings_are_silenced_only_where_upstream_raises_t
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     script = (
         "import warnings, numpy, run_recbole_mkg\n"
-        "for model in ('BPR', 'LightGCN', 'KGIN'):\n"
+        "for model in ('BPR', 'LightGCN', 'NGCF', 'SpectralCF', 'KGIN'):\n"
         f"    run_recbole_mkg.main(['--model=' + model, '--dataset=mkg-tiny', '--data_path={tiny_root}', '--epochs=1',\n"
         f"                          '--checkpoint_dir={tiny_root}/saved-warnings', '--show_progress=False'])\n"
         "warnings.warn('`torch.jit.script` is deprecated (from elsewhere)', FutureWarning)\n"
@@ -154,5 +154,6 @@ def test_upstream_deprecation_warnings_are_silenced_only_where_upstream_raises_t
     assert "GradScaler" not in proc.stderr
     assert "`torch.jit.script` is deprecated (from elsewhere)" in proc.stderr  # others' warnings still show
     assert proc.stderr.count("torch.jit.script") == 1
-    assert "SparseTensor" not in proc.stderr  # LightGCN's
+    assert "SparseTensor" not in proc.stderr  # LightGCN's and NGCF's
+    assert "list of numpy.ndarrays" not in proc.stderr  # SpectralCF's
     assert proc.stderr.count("divide by zero encountered in power") == 1  # ours, not KGIN's

@@ -186,8 +186,12 @@ class RunProgress:
         if not os.path.isfile(self.path):
             self.sittings = [self._this_sitting(0)]
             return None
-        state = torch.load(self.path, map_location=self.trainer.device, weights_only=True)
-        if state.get("format") != FORMAT:
+        try:  # on the CPU: random generator states must stay CPU tensors; the optimizer moves its own
+            state = torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception as err:  # unreadable: say which file and what to do
+            raise ProgressMismatchError(f"{self.path} cannot be read ({type(err).__name__}: "
+                                        f"{str(err).splitlines()[0] if str(err) else ''}); delete it to start the run afresh") from err
+        if not isinstance(state, dict) or state.get("format") != FORMAT:
             raise ProgressMismatchError(f"{self.path} is not a recbole-mkg progress file; delete it to start the run afresh")
         differing = sorted(k for k in set(state["fingerprint"]) | set(self.fingerprint)
                            if state["fingerprint"].get(k) != self.fingerprint.get(k))

@@ -86,3 +86,10 @@ def test_a_run_killed_after_its_last_epoch_is_tested_without_training_again(tiny
     assert record["epochs_run"] == 4 and record["valid_curve"] == pytest.approx(whole["valid_curve"], abs=1e-6)
     # the best epoch's checkpoint is what gets tested (not the last epoch's weights)
     assert record["test_result"] == pytest.approx(whole["test_result"], abs=1e-6)
+
+
+def test_an_unreadable_progress_file_names_itself_and_what_to_do(tiny_root, tmp_path):
+    (tmp_path / "progress").mkdir()
+    (tmp_path / "progress" / "BPR__seed2020.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(ProgressMismatchError, match=r"BPR__seed2020\.pth cannot be read.*delete it"):
+        run_one("BPR", "mkg-tiny", 2020, [protocol_file("paper")], _config(tiny_root, tmp_path), out_dir=str(tmp_path))

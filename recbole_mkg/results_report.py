@@ -173,6 +173,8 @@ def in_progress_lines(results_dir, models, seeds=None):
         model, _, seed = name[:-len(".json")].rpartition("__seed")
         if model not in models or (seeds is not None and seed.isdigit() and int(seed) not in seeds):
             continue
+        if os.path.isfile(os.path.join(results_dir, "runs", name)):  # finished elsewhere (e.g. a GPU sitting)
+            continue
         with open(os.path.join(folder, name), encoding="utf-8") as f:
             state = json.load(f)
         found.append(f"- {model} seed {seed}: {state['epochs_done']} of {state['epochs_cap']} epochs, best valid "

@@ -92,6 +92,8 @@ kill $POLL 2>/dev/null
 wait "${pids[@]}" 2>/dev/null
 echo "elapsed $(($(date +%s) - T0)) s; finished runs:"
 ls "$RESULTS_DIR/runs" | grep -v '^\.' | sed 's/^/  /'
-tar czf "$OUT/results.tgz" --exclude=split --exclude=checkpoints --exclude='runs/.*' "$RESULTS_DIR"
+# not the split (it came from here), checkpoints, or the progress files of runs the deadline stopped (100 MB
+# each on ml-1m, and useless without their best-epoch checkpoints): such a run starts again where it runs next
+tar czf "$OUT/results.tgz" --exclude=split --exclude=checkpoints --exclude=progress --exclude='runs/.*' "$RESULTS_DIR"
 tar czf "$OUT/logs.tgz" log 2>/dev/null
 for f in "$OUT"/stage*.log; do echo "== $f"; tail -n 6 "$f"; done

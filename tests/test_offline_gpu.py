@@ -25,6 +25,7 @@ def _fake_tree(tmp_path):
     (repo / "benchmarks" / "run_comparison_fake.sh").write_text(
         '#!/usr/bin/env bash\nmkdir -p "$RESULTS_DIR/runs" "$RESULTS_DIR/split"\n'
         'touch "$RESULTS_DIR/split/data.inter" "$RESULTS_DIR/started_$MODELS"\n'
+        'mkdir -p "$RESULTS_DIR/progress" && touch "$RESULTS_DIR/progress/${MODELS}__seed$SEEDS.pth"\n'
         'if [ "$MODELS" = Slow ]; then sleep 900; fi\n'
         'printf \'{"models": "%s", "seeds": "%s", "jobs": "%s", "features": "%s", "epochs": "%s"}\' '
         '"$MODELS" "$SEEDS" "$JOBS" "$FEATURE_DIR" "$EPOCHS" > "$RESULTS_DIR/runs/${MODELS}__seed$SEEDS.json"\n')
@@ -65,6 +66,7 @@ def test_stages_share_the_machine_and_the_deadline_stops_only_what_still_runs(tm
     with tarfile.open(out / "results.tgz") as tar:
         names = tar.getnames()
     assert "results/fake/runs/A,B__seed2020,2021.json" in names and not any("/split" in n for n in names)
+    assert not any("/progress" in n for n in names)  # a stopped run's progress would need its checkpoint too
 
 
 def test_a_failing_before_command_is_reported_and_the_stages_still_run(tmp_path):

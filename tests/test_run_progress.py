@@ -49,6 +49,11 @@ def test_a_killed_run_resumes_and_ends_as_an_uninterrupted_one(tiny_root, tmp_pa
 
     resumed = run_one(model, "mkg-tiny", 2020, files, _config(tiny_root, out), out_dir=str(out))
     assert not list((out / "progress").iterdir())  # removed once the result is written
+    # a stale progress summary of a run that finished elsewhere (another machine's result merged in) is no
+    # run in progress
+    (out / "progress" / f"{model}__seed2020.json").write_text(
+        '{"epochs_done": 1, "epochs_cap": 4, "best_valid_score": 0.1, "valid_metric": "ndcg@20", "saved_at": "x"}')
+    assert "Runs in progress" not in open(summarise(str(out), [model], [2020], log=lambda line: None)["markdown"]).read()
     assert [s["first_epoch"] for s in resumed["sittings"]] == [0, 2]
     assert resumed["epochs_run"] == whole["epochs_run"] == 4
     # the same model state, optimizer state and random draws: the same curve and the same test metrics

@@ -18,8 +18,9 @@ runs in progress from it), are removed once the run's result is written.
 
 A progress file written with a different configuration is refused (the differing keys are named); keys
 that only say where or on what the run happens (paths, device) may differ, so a run may move between
-machines. Not resumable: multi-process (DDP) runs, and CrossGMMI's pre-training phase (``train_stage:
-pretrain`` / ``pretrain_finetune``); those start again.
+machines. CrossGMMI's ``pretrain_finetune`` goes on with its fine-tuning (phase 1 is not run again: the
+progress file holds the fine-tuned weights); a run killed during phase 1 starts again. Not resumable:
+multi-process (DDP) runs and ``train_stage: pretrain`` runs; those start again.
 """
 import os
 import random
@@ -103,10 +104,11 @@ def _set_rng_state(state, train_data):
 
 
 def is_resumable(config):
-    """Single-process runs whose training is RecBole's epoch loop (not a pre-training phase)."""
+    """Single-process runs that fine-tune or train (CrossGMMI's ``pretrain_finetune`` resumes its fine-tuning;
+    a ``pretrain``-only run does not)."""
     if not config["single_spec"]:
         return False
-    return str(config["train_stage"] or "finetune") not in ("pretrain", "pretrain_finetune")
+    return str(config["train_stage"] or "finetune") != "pretrain"
 
 
 class RunProgress:

@@ -29,6 +29,10 @@ class CrossGMMITrainer(PretrainTrainer):
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
         stage = self.model.train_stage
         path = self.config["pretrained_path"]
+        if stage == "pretrain_finetune" and self.start_epoch > 0:
+            # a fine-tuning that goes on from its progress file (recbole_mkg.run_progress): that file holds
+            # the fine-tuned weights, so neither phase 1 nor the pre-trained file is needed again
+            stage, path = "finetune", None
         if stage in ("pretrain", "pretrain_finetune"):
             path = self.pretrain(train_data, verbose, show_progress)
             if stage == "pretrain":
@@ -43,6 +47,8 @@ class CrossGMMITrainer(PretrainTrainer):
                     f"{report['entity_rows_matched']} of {report['entity_rows']} entity rows, "
                     f"{report['relation_rows_matched']} of {report['relation_rows']} relation rows, "
                     f"{report['encoder_tensors_loaded']} of {report['encoder_tensors']} encoder tensors")
+        elif verbose and self.start_epoch > 0:
+            self.logger.info(f"fine-tuning goes on after epoch {self.start_epoch - 1}")
         elif verbose:
             self.logger.info("fine-tuning from scratch (no pretrained_path)")
         self.optimizer = self._build_optimizer()
@@ -61,7 +67,9 @@ class CrossGMMITrainer(PretrainTrainer):
         for epoch_idx in range(self.pretrain_epochs):
             start = time()
             task.train()
-            loss = self._train_epoch(batches, epoch_idx, loss_func=task.loss, show_progress=show_progress)
+            # the class's pass, not the instance's: wrappers of a run's training epochs (timings, progress
+            # files) are about the fine-tuning epochs, and phase 1's passes are not among them
+            loss = Trainer._train_epoch(self, batches, epoch_idx, loss_func=task.loss, show_progress=show_progress)
             self.pretrain_losses.append(loss / len(batches))
             output = set_color("pre-training ", "pink") + self._generate_train_loss_output(
                 epoch_idx, start, time(), loss / len(batches))

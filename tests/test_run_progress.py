@@ -16,7 +16,7 @@ class Killed(Exception):
 
 def _config(root, out, **overrides):
     return tiny_config(root, checkpoint_dir=str(out / "checkpoints"), epochs=4, stopping_step=10,
-                       learning_rate=0.01, **overrides)
+                       learning_rate=0.01, pretrain_epochs=2, **overrides)
 
 
 def _kill_after(monkeypatch, epoch):
@@ -30,8 +30,10 @@ def _kill_after(monkeypatch, epoch):
     monkeypatch.setattr(run_progress.RunProgress, "save", save_then_die)
 
 
-@pytest.mark.parametrize("model", ["MultiKG4Rec", "LightGCN"])
+@pytest.mark.parametrize("model", ["MultiKG4Rec", "LightGCN", "CrossGMMI"])
 def test_a_killed_run_resumes_and_ends_as_an_uninterrupted_one(tiny_root, tmp_path, monkeypatch, model):
+    """(CrossGMMI: pre-training, then fine-tuning, in one run; the resumed run goes on with the fine-tuning
+    and does not pre-train again.)"""
     files = [protocol_file("paper")]
     whole = run_one(model, "mkg-tiny", 2020, files, _config(tiny_root, tmp_path / "whole"), out_dir=str(tmp_path / "whole"))
     assert not (tmp_path / "whole" / "progress").exists() or not os.listdir(tmp_path / "whole" / "progress")
@@ -47,7 +49,13 @@ def test_a_killed_run_resumes_and_ends_as_an_uninterrupted_one(tiny_root, tmp_pa
     table = open(summarise(str(out), [model], [2020], log=lambda line: None)["markdown"]).read()
     assert f"- {model} seed 2020: 2 of 4 epochs, best valid ndcg@20 so far" in table
 
+    pretrained = []
+    if model == "CrossGMMI":
+        from recbole_mkg.trainer_pretrain import CrossGMMITrainer
+
+        monkeypatch.setattr(CrossGMMITrainer, "pretrain", lambda self, *a, **k: pretrained.append(1))
     resumed = run_one(model, "mkg-tiny", 2020, files, _config(tiny_root, out), out_dir=str(out))
+    assert not pretrained
     assert not list((out / "progress").iterdir())  # removed once the result is written
     # a stale progress summary of a run that finished elsewhere (another machine's result merged in) is no
     # run in progress

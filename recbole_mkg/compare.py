@@ -135,14 +135,16 @@ def run_one(model, dataset, seed, config_file_list=None, config_dict=None, out_d
     trainer._train_epoch, trainer._valid_epoch = timed_train, timed_valid
     if config["device"].type == "cuda":
         torch.cuda.reset_peak_memory_stats()
+    # RecBole's progress bars go to the run's log (the runner's logs/<key>.log): a long epoch shows its batches
+    show_progress = bool(config["show_progress"])
     if progress is not None and progress.finished:
         best_valid_score, best_valid_result = trainer.best_valid_score, trainer.best_valid_result
     else:
         best_valid_score, best_valid_result = trainer.fit(
-            train_data, valid_data, saved=saved, show_progress=False,
+            train_data, valid_data, saved=saved, show_progress=show_progress,
             callback_fn=None if progress is None else (lambda epoch_idx, score: progress.save(epoch_idx)))
     start = time.perf_counter()
-    test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=False)
+    test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=show_progress)
     test_seconds = time.perf_counter() - start
 
     scores = timings["valid_scores"]

@@ -453,3 +453,13 @@ def test_a_terminated_runner_stops_its_workers_and_leaves_no_spec_files(tiny_roo
     assert not list(runs.glob("*.json"))  # nothing finished, nothing recorded as failed, KGAT never started
     assert "KGAT__seed2020: running" not in output
     assert ("LightGCN__seed2020: running" in output) == (jobs == 2)
+
+
+def test_a_runs_log_shows_its_progress_bars(tiny_root, tmp_path):
+    """With show_progress (RecBole's default) each run's log holds RecBole's batch progress bars, so a long
+    epoch can be followed in logs/<key>.log."""
+    compare(["BPR"], "mkg-tiny", seeds=[2020], config_file_list=[protocol_file("paper")],
+            config_dict=_shared(tiny_root, epochs=1, show_progress=True), results_dir=str(tmp_path),
+            log=lambda line: None)
+    log = open(tmp_path / "logs" / "BPR__seed2020.log", encoding="utf-8").read()
+    assert "Train     0" in log and "100%" in log and "Evaluate" in log

@@ -58,9 +58,14 @@ def _mean_std(values):
 
 
 def _device_label(record):
-    """``cpu (x86_64, 2 logical CPUs)``, ``cuda (NVIDIA H200)``; runs recorded before the name: ``cuda``."""
-    name = record.get("device_name")
-    return str(record.get("device")) + (f" ({name})" if name else "")
+    """``cpu (x86_64, 2 logical CPUs)``, ``cuda (NVIDIA H200)``; runs recorded before the name: ``cuda``; a
+    run resumed on another device than it started on: its sittings' devices joined with `` + ``."""
+    def label(entry):
+        name = entry.get("device_name")
+        return str(entry.get("device")) + (f" ({name})" if name else "")
+
+    labels = list(dict.fromkeys(label(s) for s in record.get("sittings") or []))
+    return " + ".join(labels) if len(labels) > 1 else label(record)
 
 
 def summarise(results_dir, models=None, seeds=None, epoch_caps=None, log=print):
@@ -120,7 +125,8 @@ def summarise(results_dir, models=None, seeds=None, epoch_caps=None, log=print):
     devices = {model: sorted({_device_label(r) for r in records if r["model"] == model}) for model in models}
     # (runs recorded before device names existed count as their type's: "cpu" beside "cpu (<name>)" is one)
     several = (len({str(r.get("device")) for r in records}) > 1
-               or len({r["device_name"] for r in records if r.get("device_name")}) > 1)
+               or len({r["device_name"] for r in records if r.get("device_name")}) > 1
+               or any(" + " in _device_label(r) for r in records))
     head = ["model", "seeds", "epochs cap"] + (["device"] if several else []) + metrics
     head += [label for label, _, _ in extras]
     lines = [f"Test metrics, mean ± std over seeds (headline: {headline}); one saved split for every model.", "",

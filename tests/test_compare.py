@@ -101,6 +101,13 @@ def test_a_folder_filled_on_two_devices_says_which_rows_ran_where(comparison, tm
     json.dump(kgat, open(copy / "runs" / "KGAT__seed2020.json", "w"))
     summarise(str(copy), ["BPR", "KGAT"], log=lambda line: None)
     assert "| device |" not in open(copy / "results.md").read()
+    # a run resumed on a GPU after a CPU sitting: both devices, and the column
+    kgat.update(device="cuda", device_name="NVIDIA H200", sittings=[
+        {"first_epoch": 0, "device": "cpu", "device_name": device_name("cpu")},
+        {"first_epoch": 3, "device": "cuda", "device_name": "NVIDIA H200"}])
+    json.dump(kgat, open(copy / "runs" / "KGAT__seed2020.json", "w"))
+    summarise(str(copy), ["BPR", "KGAT"], log=lambda line: None)
+    assert f"| KGAT | 1 | 1 | cpu ({device_name('cpu')}) + cuda (NVIDIA H200) |" in open(copy / "results.md").read()
 
 
 def test_saved_split_is_the_kg_filtered_interactions(comparison, tiny_root):

@@ -331,6 +331,9 @@ def run_tune(model, dataset, space_file, config_file_list=None, config_dict=None
     config_file_list = [os.path.abspath(p) for p in (config_file_list or [])]
     base = dict(config_dict or {})
     space = parse_search_space(space_file)
+    # every validation checkpoints the trial (num_to_keep=1 makes Ray snapshot the sweep each time): its
+    # "excessive snapshotting" warning would repeat for every fast epoch; the user's setting wins
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     probe = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=base)
     base = absolute_paths(base, probe)
     metric_name = str(probe["valid_metric"]).lower()

@@ -118,8 +118,6 @@ def run_one(model, dataset, seed, config_file_list=None, config_dict=None, out_d
     train_epoch, valid_epoch = trainer._train_epoch, trainer._valid_epoch
 
     def timed_train(*args, **kwargs):
-        if progress is not None:
-            progress.on_train_epoch()
         start = time.perf_counter()
         out = train_epoch(*args, **kwargs)
         timings["train"].append(time.perf_counter() - start)

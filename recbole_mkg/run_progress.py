@@ -31,6 +31,7 @@ import torch
 
 from recbole_mkg.atomic_io import atomic_write_json
 from recbole_mkg.compat.safe_checkpoints import atomic_torch_save, to_plain
+from recbole_mkg.utils import device_name
 
 #: config keys that only say where or on what a run happens; they may change between sittings
 ENVIRONMENT_KEYS = frozenset({
@@ -174,7 +175,8 @@ class RunProgress:
     def restore(self, best_model_file=None):
         """Read the progress file, if any, and prepare the trainer to go on after its epoch: sets the
         trainer's start epoch, early-stopping state and best-checkpoint path, and the timings now; the
-        weights, optimizer and random generators at the first training epoch (:meth:`on_train_epoch`).
+        weights, optimizer and random generators at the first training epoch (a hook on the trainer's
+        ``_train_epoch``).
         ``best_model_file``: where the best-epoch checkpoint is now, when not where the file says (a Ray
         trial restored elsewhere).
 
@@ -221,18 +223,24 @@ class RunProgress:
         self.sittings = list(state.get("sittings") or []) + [self._this_sitting(trainer.start_epoch)]
         self._pending = state
         if self.finished:  # nothing left to train: the model as it was, for anything that reads it
-            self.on_train_epoch()
+            self._load_pending()
+        else:  # the state goes in at the first training epoch, after the trainer's own set-up in fit
+            train_epoch = trainer._train_epoch
+
+            def restoring_train_epoch(*args, **kwargs):
+                self._load_pending()
+                return train_epoch(*args, **kwargs)
+
+            trainer._train_epoch = restoring_train_epoch
         return trainer.start_epoch
 
     def _this_sitting(self, first_epoch):
-        from recbole_mkg.utils import device_name
-
         return {"first_epoch": int(first_epoch), "device": str(self.config["device"]),
                 "device_name": device_name(self.config["device"])}
 
-    def on_train_epoch(self):
-        """Load the saved weights, optimizer state and random generators, once, before the first
-        training epoch of this process."""
+    def _load_pending(self):
+        """Load the saved weights, optimizer state and random generators, once (the first training epoch
+        of this process calls it through the hook :meth:`restore` installs)."""
         state, self._pending = self._pending, None
         if state is None:
             return

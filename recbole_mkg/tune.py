@@ -204,11 +204,7 @@ def _trainable(params, setup=None):
     try:
         progress = _restore_trial(RunProgress(os.path.join(staging, "progress.pth"), config, trainer, train_data,
                                               {"valid_scores": scores}))
-        valid_epoch, train_epoch = trainer._valid_epoch, trainer._train_epoch
-
-        def restoring_train(*args, **kwargs):
-            progress.on_train_epoch()
-            return train_epoch(*args, **kwargs)
+        valid_epoch = trainer._valid_epoch
 
         def recording_valid(*args, **kwargs):
             score, result = valid_epoch(*args, **kwargs)
@@ -223,11 +219,13 @@ def _trainable(params, setup=None):
             metrics = {SCORE: float(score), BEST: pick(scores), EPOCH: len(scores) * eval_step}
             metrics.update({f"valid_{k}": float(v) for k, v in dict(last["result"]).items()})
             progress.save(epoch_idx)
-            if os.path.isfile(trainer.saved_model_file):
-                shutil.copyfile(trainer.saved_model_file, os.path.join(staging, "best.pth"))
+            best = os.path.join(staging, "best.pth")
+            if os.path.isfile(trainer.saved_model_file) and (
+                    not os.path.isfile(best) or os.path.getmtime(best) < os.path.getmtime(trainer.saved_model_file)):
+                shutil.copy2(trainer.saved_model_file, best)  # only when a better epoch rewrote it
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(staging))
 
-        trainer._train_epoch, trainer._valid_epoch = restoring_train, recording_valid
+        trainer._valid_epoch = recording_valid
         if progress.finished:
             best_score = trainer.best_valid_score
         else:

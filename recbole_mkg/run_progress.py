@@ -44,7 +44,11 @@ ENVIRONMENT_KEYS = frozenset({
 FORMAT = "recbole_mkg.run_progress.v1"
 
 
-class ProgressMismatchError(RuntimeError):
+class ProgressFileError(RuntimeError):
+    """The progress file cannot be used: unreadable, or not a progress file."""
+
+
+class ProgressMismatchError(ProgressFileError):
     """The progress file was written by a run with another configuration."""
 
 
@@ -184,6 +188,7 @@ class RunProgress:
             int or None: the epoch the run goes on from, or None when there is nothing to resume.
 
         Raises:
+            ProgressFileError: the file cannot be read or is not a progress file.
             ProgressMismatchError: the file was written with another configuration.
             FileNotFoundError: the best-epoch checkpoint it names is gone.
         """
@@ -193,10 +198,10 @@ class RunProgress:
         try:  # on the CPU: random generator states must stay CPU tensors; the optimizer moves its own
             state = torch.load(self.path, map_location="cpu", weights_only=True)
         except Exception as err:  # unreadable: say which file and what to do
-            raise ProgressMismatchError(f"{self.path} cannot be read ({type(err).__name__}: "
+            raise ProgressFileError(f"{self.path} cannot be read ({type(err).__name__}: "
                                         f"{str(err).splitlines()[0] if str(err) else ''}); delete it to start the run afresh") from err
         if not isinstance(state, dict) or state.get("format") != FORMAT:
-            raise ProgressMismatchError(f"{self.path} is not a recbole-mkg progress file; delete it to start the run afresh")
+            raise ProgressFileError(f"{self.path} is not a recbole-mkg progress file; delete it to start the run afresh")
         differing = sorted(k for k in set(state["fingerprint"]) | set(self.fingerprint)
                            if state["fingerprint"].get(k) != self.fingerprint.get(k))
         if differing:

@@ -6,7 +6,7 @@ import pytest
 from recbole_mkg import run_progress
 from recbole_mkg.compare import protocol_file, run_one
 from recbole_mkg.results_report import summarise
-from recbole_mkg.run_progress import ProgressMismatchError
+from recbole_mkg.run_progress import ProgressFileError, ProgressMismatchError
 from tests.conftest import tiny_config
 
 
@@ -104,5 +104,5 @@ def test_a_run_killed_after_its_last_epoch_is_tested_without_training_again(tiny
 def test_an_unreadable_progress_file_names_itself_and_what_to_do(tiny_root, tmp_path):
     (tmp_path / "progress").mkdir()
     (tmp_path / "progress" / "BPR__seed2020.pth").write_bytes(b"not a checkpoint")
-    with pytest.raises(ProgressMismatchError, match=r"BPR__seed2020\.pth cannot be read.*delete it"):
+    with pytest.raises(ProgressFileError, match=r"BPR__seed2020\.pth cannot be read.*delete it"):
         run_one("BPR", "mkg-tiny", 2020, [protocol_file("paper")], _config(tiny_root, tmp_path), out_dir=str(tmp_path))

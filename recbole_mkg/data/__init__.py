@@ -5,7 +5,7 @@ import os
 from recbole.data import create_dataset as recbole_create_dataset
 from recbole.utils import ModelType
 
-from recbole_mkg.data.dataset import KGDataset, KGFilteredDataset, MultimodalKGDataset, has_kg_files
+from recbole_mkg.data.dataset import KGDataset, KGFilteredDataset, MultimodalKGDataset, has_kg_files, kg_file_names
 from recbole_mkg.data.demo import DEMO_NAME, ensure_demo
 
 __all__ = ["create_dataset", "check_dataset_files", "KGDataset", "MultimodalKGDataset", "KGFilteredDataset"]
@@ -21,14 +21,14 @@ def check_dataset_files(config, needs_kg):
     folder, name = config["data_path"], config["dataset"]
     parts = config["benchmark_filename"]
     inters = [f"{name}.{part}.inter" for part in parts] if parts else [f"{name}.inter"]
-    wanted = inters + ([f"{name}.kg", f"{name}.link"] if needs_kg else [])
+    wanted = inters + (kg_file_names(name) if needs_kg else [])
     missing = [f for f in wanted if not os.path.isfile(os.path.join(folder, f))]
     if not missing:
         return
     if parts:
         remedy = ("these are a saved split's files (benchmark_filename is set): make the split again with "
                   "`run_recbole_mkg.py --split_only --results_dir=<its results folder>`, or unset benchmark_filename")
-    elif any(f.endswith((".kg", ".link")) for f in missing):
+    elif set(missing) & set(kg_file_names(name)):
         remedy = (f"model {config['model']} is knowledge-aware and needs the KG files: build the dataset with "
                   f"`python -m dataset_tools` (docs/dataset_tools.md), or pick a general model such as BPR")
     else:

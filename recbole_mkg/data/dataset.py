@@ -212,7 +212,10 @@ def read_atomic_table(path):
     return df
 
 
+def kg_file_names(dataset_name):
+    """The KG atomic files a knowledge-aware model reads: ``[<name>.kg, <name>.link]``."""
+    return [f"{dataset_name}.kg", f"{dataset_name}.link"]
+
+
 def has_kg_files(config):
-    folder = os.path.join(config["data_path"])
-    name = config["dataset"]
-    return all(os.path.isfile(os.path.join(folder, f"{name}.{ext}")) for ext in ("kg", "link"))
+    return all(os.path.isfile(os.path.join(config["data_path"], f)) for f in kg_file_names(config["dataset"]))

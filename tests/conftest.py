@@ -90,6 +90,15 @@ def bpr_batch(model, n=8):
     })
 
 
+def assert_gradients_reach(model, loss, names):
+    """Backpropagate ``loss`` from zeroed gradients; every named parameter must get a non-zero gradient."""
+    model.zero_grad()
+    loss.backward()
+    params = dict(model.named_parameters())
+    for name in names:
+        assert params[name].grad is not None and params[name].grad.abs().sum() > 0, name
+
+
 def assert_full_sort_matches_predict(model, users=(1, 5, 9)):
     """``full_sort_predict`` must give the per-pair ``predict`` scores of every item (eval mode)."""
     import torch

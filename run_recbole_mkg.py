@@ -21,6 +21,12 @@ saved split), then every model's best config side by side (a folder of <Model>.t
     python run_recbole_mkg.py --model=BPR,LightGCN,KGAT,MultiKG4Rec,MultiKG4Rec@text --tune=benchmarks/spaces \
         --num_samples=8 --epochs=20 --seeds=2020,2021,2022 --model_configs=MultiKG4Rec@text=text.yaml
 
+Test metrics per item group (popular / long-tail items, items with or without a modality's features) of a
+results folder's runs, from the top-K lists each run saved (see recbole_mkg/breakdown.py):
+
+    python run_recbole_mkg.py --breakdown --results_dir=results/ml-100k-kg \
+        --group_features=dataset/ml-100k-kg-features/ml-100k-kg.visual_colour_texture.feat
+
 The saved split alone (nothing trained; e.g. before the folder travels to a GPU machine without the data):
 
     python run_recbole_mkg.py --split_only --dataset=ml-1m-kg --data_path=../shared/datasets --protocol=paper \\
@@ -67,6 +73,13 @@ def parse_args(argv=None):
     side.add_argument("--summarise", action="store_true",
                       help="no training: rewrite --results_dir's tables, chart and curves from the runs it holds "
                            "(every model there, or those of --model, in that order; every seed, or those of --seeds)")
+    side.add_argument("--breakdown", action="store_true",
+                      help="no training: test Recall/NDCG@K of --results_dir's runs per item group (popularity "
+                           "head/mid/tail, feature coverage, --item_groups) into breakdown.md/.csv/.png")
+    side.add_argument("--group_features", type=str, default=None,
+                      help="with --breakdown: comma-separated feature files; groups 'has <file>' / 'no <file>'")
+    side.add_argument("--item_groups", type=str, default=None,
+                      help="with --breakdown: a file with item_id:token and group:token columns")
     # Ray Tune
     tune = parser.add_argument_group("Ray Tune sweep")
     tune.add_argument("--tune", type=str, default=None, help="search-space file (RecBole params syntax, YAML or JSON); with several models "
@@ -124,6 +137,15 @@ def main(argv=None):
             raise SystemExit(f"--summarise needs --results_dir=<a results folder with runs/>, got {args.results_dir!r}")
         chosen = [m.strip() for m in args.model.split(",") if m.strip()] if args.model else None
         return summarise(args.results_dir, chosen, _int_list(args.seeds) if args.seeds else None)
+    if args.breakdown:
+        from recbole_mkg.breakdown import breakdown
+
+        if not args.results_dir or not os.path.isdir(os.path.join(args.results_dir, "runs")):
+            raise SystemExit(f"--breakdown needs --results_dir=<a results folder with runs/>, got {args.results_dir!r}")
+        chosen = [m.strip() for m in args.model.split(",") if m.strip()] if args.model else None
+        features = [f.strip() for f in (args.group_features or "").split(",") if f.strip()]
+        return breakdown(args.results_dir, chosen, _int_list(args.seeds) if args.seeds else None,
+                         feature_files=features, item_group_file=args.item_groups)
     models = [m.strip() for m in (args.model or "MultiKG4Rec").split(",") if m.strip()]
     if args.protocol:
         from recbole_mkg.compare import protocol_file

@@ -89,11 +89,14 @@ def run_one(model, dataset, seed, config_file_list=None, config_dict=None, out_d
 
     The record holds the test and best validation results, timings (train seconds per epoch, seconds per
     validation, test seconds), peak RSS of this process, peak GPU memory, #parameters, epochs run and
-    epochs to best, and the exact merged config (also written as YAML).
+    epochs to best, and the exact merged config (also written as YAML). With ``out_dir`` a full-ranking run
+    also saves its test users' top-K lists, ``runs/<key>.topk.npz`` (:mod:`recbole_mkg.breakdown`).
     """
     import torch
+    from recbole.data.dataloader import FullSortEvalDataLoader
     from recbole.utils import init_logger, init_seed
 
+    from recbole_mkg.breakdown import TopKRecorder, topk_path
     from recbole_mkg.compat.safe_checkpoints import to_plain
     from recbole_mkg.config import Config
     from recbole_mkg.quick_start import build
@@ -141,8 +144,13 @@ def run_one(model, dataset, seed, config_file_list=None, config_dict=None, out_d
         best_valid_score, best_valid_result = trainer.fit(
             train_data, valid_data, saved=saved, show_progress=show_progress,
             callback_fn=None if progress is None else (lambda epoch_idx, score: progress.save(epoch_idx)))
+    # the test users' top-K lists as this evaluation ranks them (recbole_mkg.breakdown: metrics per item group)
+    recorder = None
+    if out_dir is not None and isinstance(test_data, FullSortEvalDataLoader) and config["single_spec"]:
+        recorder = TopKRecorder(trainer, dataset_obj, max(config["topk"]))
     start = time.perf_counter()
-    test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=show_progress)
+    with recorder or contextlib.nullcontext():
+        test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=show_progress)
     test_seconds = time.perf_counter() - start
 
     scores = timings["valid_scores"]
@@ -183,6 +191,8 @@ def run_one(model, dataset, seed, config_file_list=None, config_dict=None, out_d
     if progress is not None:
         record["sittings"] = progress.sittings  # several when the run was resumed (first epoch, device)
     if out_dir is not None:
+        if recorder is not None:  # before the record, which marks the run as done
+            recorder.save(topk_path(out_dir, key))
         atomic_write_text(os.path.join(out_dir, "configs", f"{key}.yaml"),
                           yaml.safe_dump(final_config, sort_keys=True, allow_unicode=True))
         atomic_write_json(os.path.join(out_dir, "runs", f"{key}.json"), record)

@@ -16,9 +16,6 @@ from recbole_mkg.utils import model_of
 HEADLINE_METRICS = [f"{m}@{k}" for m in ("recall", "mrr", "ndcg", "hit") for k in (10, 20)]
 
 
-HEADLINE_METRICS = [f"{m}@{k}" for m in ("recall", "mrr", "ndcg", "hit") for k in (10, 20)]
-
-
 def budget_lines(results_dir, models):
     path = os.path.join(results_dir, "tuning_budget.json")
     if not os.path.isfile(path):
@@ -68,9 +65,10 @@ def _device_label(record):
     return " + ".join(labels) if len(labels) > 1 else label(record)
 
 
-def summarise(results_dir, models=None, seeds=None, epoch_caps=None, log=print):
-    """Read ``runs/*.json`` and write ``results.md``, ``results.csv``, ``chart.png`` (test headline metric)
-    and ``curves.png`` (validation curves)."""
+def load_records(results_dir, models=None, seeds=None):
+    """``(records, failures, models)`` of ``<results_dir>/runs/*.json``: finished runs, failed runs
+    (``*.failed.json``), and the models (those given, else every model found, sorted), restricted to
+    ``models`` and ``seeds`` when given."""
     runs_dir = os.path.join(results_dir, "runs")
     records, failures = [], []
     for name in sorted(os.listdir(runs_dir)):
@@ -86,6 +84,13 @@ def summarise(results_dir, models=None, seeds=None, epoch_caps=None, log=print):
         models = sorted({r["model"] for r in records} | {r["model"] for r in failures})
     records = [r for r in records if r["model"] in models]
     failures = [r for r in failures if r["model"] in models]
+    return records, failures, list(models)
+
+
+def summarise(results_dir, models=None, seeds=None, epoch_caps=None, log=print):
+    """Read ``runs/*.json`` and write ``results.md``, ``results.csv``, ``chart.png`` (test headline metric)
+    and ``curves.png`` (validation curves)."""
+    records, failures, models = load_records(results_dir, models, seeds)
     headline = records[0]["valid_metric"] if records else "ndcg@20"
     metrics = [m for m in HEADLINE_METRICS if any(m in r["test_result"] for r in records)] or HEADLINE_METRICS
     extras = [("train s/epoch", "train_s_per_epoch", 2), ("eval s", "test_eval_s", 2),

@@ -56,7 +56,9 @@ def test_every_model_and_seed_ran_on_one_split(comparison):
     # the exact merged config of every run, loadable YAML
     cfg = yaml.safe_load(open(out / "configs" / "BPR__seed2021.yaml"))
     assert cfg["seed"] == 2021 and cfg["model"] == "BPR" and cfg["valid_metric"] == "NDCG@20"
-    assert sorted(os.listdir(out / "runs")) == ["BPR__seed2020.json", "BPR__seed2021.json", "KGAT__seed2020.json"]
+    # each run's record and its test users' top-K lists (recbole_mkg.breakdown)
+    assert sorted(os.listdir(out / "runs")) == sorted(f"{key}{ext}" for key in ("BPR__seed2020", "BPR__seed2021", "KGAT__seed2020")
+                                                      for ext in (".json", ".topk.npz"))
 
 
 def test_summarise_rewrites_the_tables_from_the_runs_without_training(comparison, tmp_path):

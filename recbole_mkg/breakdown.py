@@ -261,11 +261,13 @@ def breakdown(results_dir, models=None, seeds=None, feature_files=(), item_group
         for row in rows:
             writer.writerow({c: "" if row.get(c) is None else row.get(c) for c in columns})
 
-    def cell(row, model, metric):
-        mean, std = row.get(f"{model} {metric}"), row.get(f"{model} {metric} std")
-        return "-" if mean is None else f"{mean:.4f} ± {std:.4f}"
-
     seeds_of = {m: sorted(r["seed"] for r, _ in keyed if r["model"] == m) for m in shown}
+
+    def cell(row, model, metric):  # no std for a single seed
+        mean, std = row.get(f"{model} {metric}"), row.get(f"{model} {metric} std")
+        if mean is None:
+            return "-"
+        return f"{mean:.4f}" if len(seeds_of[model]) == 1 else f"{mean:.4f} ± {std:.4f}"
     lines = [f"Test Recall@{k} / NDCG@{k} per item group (mean ± std over seeds; a user counts in a group when "
              f"one of their test items is in it; the whole top-{k} list is scored). Popularity: items by "
              f"training interactions, head / mid / tail each hold a third of them.", "",

@@ -120,7 +120,8 @@ def test_breakdown_leaves_out_runs_without_a_top_k_file_and_says_so(ran, tmp_pat
     shutil.copytree(ran, copy)
     os.remove(topk_path(str(copy), "BPR__seed2021"))
     rows = run_recbole_mkg.main(["--breakdown", f"--results_dir={copy}", "--model=BPR"])
-    assert rows[0]["BPR ndcg std"] == 0.0  # only seed 2020 left
+    assert rows[0]["BPR ndcg std"] == 0.0  # only seed 2020 left: no "± 0.0000" in the table
+    assert "±" not in next(line for line in (copy / "breakdown.md").read_text().splitlines() if line.startswith("| all items"))
     assert "Left out (no top-K file" in (copy / "breakdown.md").read_text() and "BPR (seed 2021)" in (copy / "breakdown.md").read_text()
     for key in ("BPR__seed2020", "KGAT__seed2020", "KGAT__seed2021"):
         os.remove(topk_path(str(copy), key))

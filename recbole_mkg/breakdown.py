@@ -33,6 +33,7 @@ __all__ = ["TopKRecorder", "topk_path", "breakdown", "popularity_groups", "featu
            "group_metrics"]
 
 POPULARITY_GROUPS = ("head", "mid", "tail")
+METRICS = ("recall", "ndcg", "share")
 
 
 def topk_path(results_dir, key):
@@ -146,7 +147,9 @@ def group_metrics(top_users, top_items, test_users, test_items, groups, k):
 
     top_users [n] and top_items [n, >=k]: tokens of the ranked lists; test_users, test_items [m]: the test
     interactions' tokens; groups: name -> set of item tokens (``None``: every item).
-    Returns name -> ``{"recall": float, "ndcg": float, "users": int, "test interactions": int}``.
+    Returns name -> ``{"recall": float, "ndcg": float, "share": float, "users": int, "test interactions": int}``;
+    ``share``: the fraction of all users' top-k places held by the group's items (how much of its lists a
+    model gives to popular or to long-tail items).
     """
     top_users = np.asarray(top_users, dtype=str)
     top_items = np.asarray(top_items, dtype=str)[:, :k]
@@ -173,17 +176,19 @@ def group_metrics(top_users, top_items, test_users, test_items, groups, k):
             in_group = np.ones(n_vocab, dtype=bool)
         else:
             in_group = np.isin(vocabulary, np.asarray(sorted(members), dtype=str))
-        group_hit = hit & in_group[top_codes]
+        slots = in_group[top_codes]  # [n, k]: places of the lists held by the group's items
+        share = float(slots.mean())
+        group_hit = hit & slots
         keep = in_group[test_codes]
         per_user = np.bincount(test_rows[keep], minlength=len(top_users))  # |T_G(u)|
         users = per_user > 0
         if not users.any():
-            out[name] = {"recall": None, "ndcg": None, "users": 0, "test interactions": 0}
+            out[name] = {"recall": None, "ndcg": None, "share": share, "users": 0, "test interactions": 0}
             continue
         recall = group_hit.sum(1)[users] / per_user[users]
         dcg = (group_hit * discount).sum(1)[users]
         idcg = cumulative_discount[np.minimum(per_user[users], k)]
-        out[name] = {"recall": float(recall.mean()), "ndcg": float((dcg / idcg).mean()),
+        out[name] = {"recall": float(recall.mean()), "ndcg": float((dcg / idcg).mean()), "share": share,
                      "users": int(users.sum()), "test interactions": int(keep.sum())}
     return out
 
@@ -246,7 +251,7 @@ def breakdown(results_dir, models=None, seeds=None, feature_files=(), item_group
                "test interactions": any_result[name]["test interactions"],
                "items": len(all_items) if groups[name] is None else len(groups[name] & all_items)}
         for model in shown:
-            for metric in ("recall", "ndcg"):
+            for metric in METRICS:
                 row[f"{model} {metric}"], row[f"{model} {metric} std"] = _mean_std(
                     [r[name][metric] for r in per_model[model]])
         rows.append(row)
@@ -254,7 +259,7 @@ def breakdown(results_dir, models=None, seeds=None, feature_files=(), item_group
     import csv
 
     columns = ["group", "items", "test interactions", "users"] + [
-        f"{m} {metric}{s}" for m in shown for metric in ("recall", "ndcg") for s in ("", " std")]
+        f"{m} {metric}{s}" for m in shown for metric in METRICS for s in ("", " std")]
     with atomic_open(os.path.join(results_dir, "breakdown.csv"), newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
@@ -268,17 +273,20 @@ def breakdown(results_dir, models=None, seeds=None, feature_files=(), item_group
         if mean is None:
             return "-"
         return f"{mean:.4f}" if len(seeds_of[model]) == 1 else f"{mean:.4f} ± {std:.4f}"
+
     lines = [f"Test Recall@{k} / NDCG@{k} per item group (mean ± std over seeds; a user counts in a group when "
              f"one of their test items is in it; the whole top-{k} list is scored). Popularity: items by "
              f"training interactions, head / mid / tail each hold a third of them.", "",
              "Seeds: " + "; ".join(f"{m} {','.join(map(str, s))}" for m, s in seeds_of.items()), ""]
-    for metric in ("ndcg", "recall"):
-        lines += [f"**{metric.upper()}@{k}**", "",
+    titles = {"ndcg": f"NDCG@{k}", "recall": f"Recall@{k}",
+              "share": f"Share of the top-{k} places held by the group's items (all users' lists)"}
+    for metric in ("ndcg", "recall", "share"):
+        lines += [f"**{titles[metric]}**", "",
                   "| group | items | test interactions | users | " + " | ".join(shown) + " |",
                   "|---|---|---|---|" + "---|" * len(shown)]
         for row in rows:
             values = [row.get(f"{m} {metric}") for m in shown]
-            best = max((v for v in values if v is not None), default=None)
+            best = max((v for v in values if v is not None), default=None) if metric != "share" else None
             cells = [(f"**{cell(row, m, metric)}**" if v is not None and v == best and len(shown) > 1
                       else cell(row, m, metric)) for m, v in zip(shown, values)]
             lines.append(f"| {row['group']} | {row['items']} | {row['test interactions']} | {row['users']} | "
@@ -293,20 +301,24 @@ def breakdown(results_dir, models=None, seeds=None, feature_files=(), item_group
 
 
 def _breakdown_chart(results_dir, rows, models, k):
+    """Two panels: NDCG@k within each group, and the share of the top-k places each group's items hold."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     width = 0.8 / max(1, len(models))
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.3 * len(rows) + 2), 3.6))
     x = np.arange(len(rows))
-    for i, model in enumerate(models):
-        means = [row.get(f"{model} ndcg") or 0.0 for row in rows]
-        stds = [row.get(f"{model} ndcg std") or 0.0 for row in rows]
-        ax.bar(x + (i - (len(models) - 1) / 2) * width, means, width, yerr=stds, capsize=2, label=model)
-    ax.set_xticks(x, [row["group"] for row in rows], rotation=20, ha="right")
-    ax.set_ylabel(f"test NDCG@{k} within the group")
-    ax.set_title(f"test NDCG@{k} per item group, mean ± std over seeds")
-    ax.legend(fontsize=7, ncol=2)
+    fig, axes = plt.subplots(1, 2, figsize=(2 * max(5.0, 1.1 * len(rows) + 2), 3.8))
+    for ax, metric, label in ((axes[0], "ndcg", f"test NDCG@{k} within the group"),
+                              (axes[1], "share", f"share of the top-{k} places")):
+        for i, model in enumerate(models):
+            means = [row.get(f"{model} {metric}") or 0.0 for row in rows]
+            stds = [row.get(f"{model} {metric} std") or 0.0 for row in rows]
+            ax.bar(x + (i - (len(models) - 1) / 2) * width, means, width, yerr=stds, capsize=2, label=model)
+        ax.set_xticks(x, [row["group"] for row in rows], rotation=20, ha="right", fontsize=8)
+        ax.set_ylabel(label)
+    axes[0].set_title(f"test NDCG@{k} per item group (mean ± std over seeds)", fontsize=9)
+    axes[1].set_title(f"where the top-{k} lists' places go", fontsize=9)
+    axes[0].legend(fontsize=7, ncol=2)
     return _save_figure(fig, os.path.join(results_dir, "breakdown.png"))

@@ -26,9 +26,12 @@ def test_group_metrics_by_hand():
     assert got["all"]["recall"] == pytest.approx((0.5 + 1.0) / 2)
     assert got["all"]["ndcg"] == pytest.approx((u1_ndcg + 0.5) / 2)  # u2: hit at rank 3 -> 1/log2(4)
     assert (got["all"]["users"], got["all"]["test interactions"]) == (2, 3)  # the repeated pair counts once
-    assert got["ac"] == {"recall": 1.0, "ndcg": pytest.approx(0.5), "users": 1, "test interactions": 1}
-    assert got["bdx"] == {"recall": 0.5, "ndcg": pytest.approx(u1_ndcg), "users": 1, "test interactions": 2}
-    assert got["none"] == {"recall": None, "ndcg": None, "users": 0, "test interactions": 0}
+    assert got["ac"] == {"recall": 1.0, "ndcg": pytest.approx(0.5), "share": pytest.approx(4 / 6), "users": 1,
+                         "test interactions": 1}  # a and c hold 2 of 3 places in both lists
+    assert got["bdx"] == {"recall": 0.5, "ndcg": pytest.approx(u1_ndcg), "share": pytest.approx(2 / 6), "users": 1,
+                          "test interactions": 2}
+    assert got["none"] == {"recall": None, "ndcg": None, "share": 0.0, "users": 0, "test interactions": 0}
+    assert got["all"]["share"] == 1.0
     # k shorter than the lists: only the first k places count
     assert group_metrics(["u1", "u2"], tops, test_users, test_items, {"all": None}, k=1)["all"]["recall"] == 0.0
     with pytest.raises(ValueError, match="users without a top-K list.*'u3'"):
@@ -101,6 +104,8 @@ def test_breakdown_tables_per_group(ran, tmp_path):
     halves = [by_group["has mkg-tiny.half.feat"], by_group["no mkg-tiny.half.feat"]]
     assert halves[0]["items"] == len(covered) and sum(h["items"] for h in halves) == by_group["all items"]["items"]
     assert by_group["picked"]["items"] == 5
+    for model in ("BPR", "KGAT"):  # the popularity thirds share out every place of the lists
+        assert sum(by_group[g][f"{model} share"] for g in ("head", "mid", "tail")) == pytest.approx(1.0)
     # the "all items" row: mean and std over the two seeds of the runs' own test NDCG@20
     for model in ("BPR", "KGAT"):
         values = [json.load(open(ran / "runs" / f"{model}__seed{s}.json"))["test_result"]["ndcg@20"] for s in (2020, 2021)]

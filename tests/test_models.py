@@ -237,6 +237,23 @@ def _fused(model):
         return model.fuse(model.view_inputs())
 
 
+def test_fusion_output_add_keeps_each_items_pre_fusion_row(tiny_root):
+    """``fusion_output: add`` (beyond the paper): an item's row is its pre-fusion row plus the transformer's
+    output; ``replace`` (the paper) is the output alone. Users' and non-item entities' rows are untouched."""
+    paper, _ = build(tiny_root)
+    added, _ = build(tiny_root, fusion_output="add")
+    added.load_state_dict(paper.state_dict())
+    inputs = paper.view_inputs()
+    items = slice(paper.n_users, paper.n_users + paper.n_items)
+    replaced, summed = _fused(paper), _fused(added)
+    for m in paper.modalities:
+        torch.testing.assert_close(summed[m][items], replaced[m][items] + inputs[m][items].detach())
+        torch.testing.assert_close(summed[m][:paper.n_users], replaced[m][:paper.n_users])
+        torch.testing.assert_close(summed[m][items.stop:], replaced[m][items.stop:])
+    with pytest.raises(ValueError, match=r"'fusion_output': 'sum' is not one of \['replace', 'add'\]"):
+        build(tiny_root, fusion_output="sum")
+
+
 def test_text_only_ignores_visual_features(tiny_root):
     model, _ = build(tiny_root, modalities=["text"])
     assert model.views == ["text"] and not hasattr(model, "features_visual")

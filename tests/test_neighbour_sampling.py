@@ -52,9 +52,10 @@ def test_sampled_block_is_an_unbiased_estimate_of_the_full_product():
     torch.testing.assert_close(total / draws, exact, atol=0.25, rtol=0.0)
 
 
-@pytest.mark.parametrize("model", ["KGAT", "MultiKG4Rec"])
-def test_exact_minibatch_equals_the_full_graph_rows(tiny_root, model):
-    m, _ = build(tiny_root, model=model, neighbour_sample_sizes=[-1, -1])
+@pytest.mark.parametrize("model, options", [("KGAT", {}), ("MultiKG4Rec", {}),
+                                            ("MultiKG4Rec", {"fusion_output": "add"})])
+def test_exact_minibatch_equals_the_full_graph_rows(tiny_root, model, options):
+    m, _ = build(tiny_root, model=model, neighbour_sample_sizes=[-1, -1], **options)
     m.eval()  # no dropout: both passes are deterministic
     with torch.no_grad():
         users, entities = m.forward()

@@ -80,6 +80,19 @@ def test_a_progress_file_of_another_configuration_is_refused_by_name(tiny_root, 
     changed["learning_rate"] = 0.02
     with pytest.raises(ProgressMismatchError, match=r"learning_rate: 0.01 -> 0.02.*delete the file"):
         run_one("BPR", "mkg-tiny", 2020, files, changed, out_dir=str(tmp_path))
+    # a file written before the plugin had a setting (its fingerprint lacks the key): at the setting's
+    # default it resumes; at another value it is refused, naming it
+    import torch
+
+    path = tmp_path / "progress" / "BPR__seed2020.pth"
+    state = torch.load(path, weights_only=True)
+    assert state["fingerprint"]["weight_decay"] == 0.0 and state["fingerprint"]["epochs"] == 4  # default, not
+    del state["fingerprint"]["weight_decay"], state["fingerprint"]["epochs"]
+    torch.save(state, path)
+    with pytest.raises(ProgressMismatchError, match=r"\(epochs: None -> 4\)"):
+        run_one("BPR", "mkg-tiny", 2020, files, _config(tiny_root, tmp_path), out_dir=str(tmp_path))
+    state["fingerprint"]["epochs"] = 4
+    torch.save(state, path)
     # where the run happens may change between sittings (another machine: other paths, another device)
     moved = _config(tiny_root, tmp_path, feature_cache_dir=str(tmp_path / "other-cache"), show_progress=True)
     record = run_one("BPR", "mkg-tiny", 2020, files, moved, out_dir=str(tmp_path))

@@ -71,6 +71,8 @@ from recbole_mkg.model.neighbour_sampling import check_sample_sizes, sample_hops
 from recbole_mkg.model.neighbour_sequences import item_neighbour_sequences
 
 ID_VIEW = "id"
+#: what an item's row becomes after the transformer: its output (the paper), or its pre-fusion row plus it
+FUSION_OUTPUTS = ("replace", "add")
 
 
 def _check_positive_int(config, key):
@@ -129,6 +131,9 @@ class MultiKG4Rec(FullGraphKGRecommender):
                 _check_positive_int(config, "n_heads"), _check_positive_int(config, "inner_size"),
                 config["hidden_dropout"], config["attn_dropout"], direction,
             )
+        self.fusion_output = config["fusion_output"] or "replace"
+        if self.fusion_output not in FUSION_OUTPUTS:
+            raise ValueError(f"config 'fusion_output': {self.fusion_output!r} is not one of {list(FUSION_OUTPUTS)}")
         ratio = config["fusion_sample_ratio"]  # validated by the plugin's Config
         self.fusion_sample_ratio = float(1.0 if ratio is None else ratio) if self.transformer is not None else 1.0
         if self.fusion_sample_ratio < 1.0:
@@ -201,7 +206,19 @@ class MultiKG4Rec(FullGraphKGRecommender):
         """Transformer outputs at position 0 of the BFS sequences of ``items`` [k] (all when None) -> [k, d]."""
         sequences = self.item_sequences if items is None else self.item_sequences[items]
         padding = self.item_padding if items is None else self.item_padding[items]
-        return self.fusion_transformer({m: inputs[m][sequences] for m in self.modalities}, padding, first_only=True)
+        fused = self.fusion_transformer({m: inputs[m][sequences] for m in self.modalities}, padding, first_only=True)
+        own = {m: inputs[m][self.n_users:self.n_users + self.n_items] if items is None
+               else inputs[m][self.n_users + items] for m in self.modalities}
+        return self._fusion_output(fused, own)
+
+    def _fusion_output(self, fused, own):
+        """An item's row after fusion, modality -> [k, d] from the transformer's outputs ``fused`` and the
+        items' pre-fusion rows ``own``: ``fusion_output: replace`` (the paper, Eq. 7: the output) or ``add``
+        (beyond the paper: own + output, so that the item's ID embedding reaches the propagation without the
+        transformer's LayerNorm, which gives every item's row the same scale)."""
+        if self.fusion_output == "add":
+            return {m: own[m] + fused[m] for m in fused}
+        return fused
 
     @property
     def fusion_transformer(self):
@@ -298,6 +315,7 @@ class MultiKG4Rec(FullGraphKGRecommender):
             sequences = self.item_sequences[items]  # [k, N]
             members = {m: self.view_rows(m, sequences.flatten()).view(*sequences.shape, -1) for m in self.modalities}
             fused = self.fusion_transformer(members, self.item_padding[items], first_only=True)
+            fused = self._fusion_output(fused, {m: ego[m][where] for m in self.modalities})
             ego = {m: ego[m].index_put((where,), fused[m]) for m in self.modalities}
         outputs = [self.propagation[v](hops.blocks(self.adjacency(v).csr.values()), ego[v]) for v in self.views]
         return torch.cat(outputs, dim=1)

@@ -130,22 +130,20 @@ def _model_configs(text):
 
 def main(argv=None):
     args, config_files, overrides = parse_args(argv)
-    if args.summarise:
-        from recbole_mkg.results_report import summarise
-
+    if args.summarise or args.breakdown:  # no training: a results folder's runs, as they are
+        flag = "--summarise" if args.summarise else "--breakdown"
         if not args.results_dir or not os.path.isdir(os.path.join(args.results_dir, "runs")):
-            raise SystemExit(f"--summarise needs --results_dir=<a results folder with runs/>, got {args.results_dir!r}")
+            raise SystemExit(f"{flag} needs --results_dir=<a results folder with runs/>, got {args.results_dir!r}")
         chosen = [m.strip() for m in args.model.split(",") if m.strip()] if args.model else None
-        return summarise(args.results_dir, chosen, _int_list(args.seeds) if args.seeds else None)
-    if args.breakdown:
+        seeds = _int_list(args.seeds) if args.seeds else None
+        if args.summarise:
+            from recbole_mkg.results_report import summarise
+
+            return summarise(args.results_dir, chosen, seeds)
         from recbole_mkg.breakdown import breakdown
 
-        if not args.results_dir or not os.path.isdir(os.path.join(args.results_dir, "runs")):
-            raise SystemExit(f"--breakdown needs --results_dir=<a results folder with runs/>, got {args.results_dir!r}")
-        chosen = [m.strip() for m in args.model.split(",") if m.strip()] if args.model else None
         features = [f.strip() for f in (args.group_features or "").split(",") if f.strip()]
-        return breakdown(args.results_dir, chosen, _int_list(args.seeds) if args.seeds else None,
-                         feature_files=features, item_group_file=args.item_groups)
+        return breakdown(args.results_dir, chosen, seeds, feature_files=features, item_group_file=args.item_groups)
     models = [m.strip() for m in (args.model or "MultiKG4Rec").split(",") if m.strip()]
     if args.protocol:
         from recbole_mkg.compare import protocol_file

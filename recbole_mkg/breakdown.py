@@ -90,7 +90,8 @@ def _read_table(path, columns):
     from recbole_mkg.data.dataset import read_atomic_table
 
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path} not found")
+        raise FileNotFoundError(f"{path} not found (a tab-separated file with a typed header: "
+                                f"{', '.join(c + ':token' for c in columns)})")
     table = read_atomic_table(path)
     missing = [c for c in columns if c not in table.columns]
     if missing:
@@ -108,10 +109,9 @@ def popularity_groups(train_items, all_items):
     before = np.cumsum(counts) - counts  # interactions held by the more popular items
     third = counts.sum() / 3.0
     labels = np.where(before < third, "head", np.where(before < 2 * third, "mid", "tail"))
-    groups = {str(t): str(g) for t, g in zip(tokens, labels)}
-    return {name: {t for t, g in groups.items() if g == name} | (
-        {str(t) for t in all_items if str(t) not in groups} if name == "tail" else set())
-        for name in POPULARITY_GROUPS}
+    groups = {name: set(tokens[labels == name].tolist()) for name in POPULARITY_GROUPS}
+    groups["tail"] |= {str(t) for t in all_items} - set(tokens.tolist())
+    return groups
 
 
 def feature_groups(feature_file, link_file, items):
@@ -196,16 +196,17 @@ def group_metrics(top_users, top_items, test_users, test_items, groups, k):
 # ---- the report -------------------------------------------------------------------------------------------
 
 def _split_files(results_dir, record):
-    """(train, test) atomic files of the saved split the record's run used."""
-    config = record["config"]
+    """(train, test) atomic files of the results folder's saved split (the one every run of it used)."""
+    from recbole_mkg.saved_split import SPLIT_PARTS, split_folder
+
     dataset = record["dataset"]
-    parts = config.get("benchmark_filename") or ["train", "valid", "test"]
-    for folder in (config.get("data_path"), os.path.join(results_dir, "split", dataset)):
-        if folder and all(os.path.isfile(os.path.join(folder, f"{dataset}.{p}.inter")) for p in parts):
-            return (os.path.join(folder, f"{dataset}.{parts[0]}.inter"),
-                    os.path.join(folder, f"{dataset}.{parts[-1]}.inter"))
-    raise FileNotFoundError(f"the saved split of {results_dir} ({dataset}.test.inter) is not in "
-                            f"{config.get('data_path')} nor in {os.path.join(results_dir, 'split', dataset)}")
+    folder = split_folder(results_dir, dataset)
+    train, test = (os.path.join(folder, f"{dataset}.{part}.inter") for part in (SPLIT_PARTS[0], SPLIT_PARTS[-1]))
+    if not (os.path.isfile(train) and os.path.isfile(test)):
+        raise FileNotFoundError(f"{folder}: the saved split's {os.path.basename(train)} / {os.path.basename(test)} "
+                                f"are missing; make them again with `run_recbole_mkg.py --split_only "
+                                f"--results_dir={results_dir}` and the folder's dataset options")
+    return train, test
 
 
 def breakdown(results_dir, models=None, seeds=None, feature_files=(), item_group_file=None, k=None, log=print):
@@ -218,14 +219,18 @@ def breakdown(results_dir, models=None, seeds=None, feature_files=(), item_group
     from recbole_mkg.atomic_io import atomic_write_text
 
     records, _, models = load_records(results_dir, models, seeds)
-    keyed = [(r, topk_path(results_dir, f"{r['model']}__seed{r['seed']}")) for r in records]
-    without = [f"{r['model']} (seed {r['seed']})" for r, path in keyed if not os.path.isfile(path)]
-    keyed = [(r, path) for r, path in keyed if os.path.isfile(path)]
+    keyed, without = [], []
+    for record in records:
+        path = topk_path(results_dir, f"{record['model']}__seed{record['seed']}")
+        if not os.path.isfile(path):
+            without.append(f"{record['model']} (seed {record['seed']})")
+            continue
+        with np.load(path) as top:
+            keyed.append((record, {"users": top["users"], "items": top["items"]}))
     if not keyed:
         raise FileNotFoundError(f"{results_dir}: no run has a top-K file (runs/<key>.topk.npz); runs made before "
                                 f"the runner saved them must be run again (delete their runs/<key>.json)")
-    tops = {id(r): np.load(path) for r, path in keyed}
-    k = int(k or min(tops[id(r)]["items"].shape[1] for r, _ in keyed))
+    k = int(k or min(top["items"].shape[1] for _, top in keyed))
     train_file, test_file = _split_files(results_dir, keyed[0][0])
     train = _read_table(train_file, ["user_id", "item_id"])
     test = _read_table(test_file, ["user_id", "item_id"])
@@ -239,8 +244,7 @@ def breakdown(results_dir, models=None, seeds=None, feature_files=(), item_group
         groups.update(read_item_groups(item_group_file))
 
     per_model = {}
-    for record, _ in keyed:
-        top = tops[id(record)]
+    for record, top in keyed:
         result = group_metrics(top["users"], top["items"], test["user_id"], test["item_id"], groups, k)
         per_model.setdefault(record["model"], []).append(result)
     shown = [m for m in models if m in per_model]

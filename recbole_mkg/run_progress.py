@@ -135,8 +135,6 @@ class RunProgress:
         self.train_data = train_data
         self.timings = timings
         self.fingerprint = config_fingerprint(config)
-        # each key's value before config files and overrides (RecBole's and the plugin's property files)
-        self.defaults = to_plain(getattr(config, "internal_config_dict", {}))
         self.resumed_from = None  # the first epoch run in this process, when resumed
         self.finished = False  # the saved run had already stopped (early stopping or its last epoch)
         self.sittings = []  # one entry per process that trained this run: its first epoch and device
@@ -205,11 +203,13 @@ class RunProgress:
         if not isinstance(state, dict) or state.get("format") != FORMAT:
             raise ProgressFileError(f"{self.path} is not a recbole-mkg progress file; delete it to start the run afresh")
         saved = state["fingerprint"]
-        # a key the file lacks, now at its default, is a setting added to the plugin after the file was
-        # written (e.g. a new model option): the run it describes had that default's behaviour
+        # a key the file lacks, now at its default (its value before config files and overrides: RecBole's
+        # and the plugin's property files), is a setting added to the plugin after the file was written
+        # (e.g. a new model option): the run it describes had that default's behaviour
+        defaults = to_plain(getattr(self.config, "internal_config_dict", {}))
         differing = sorted(k for k in set(saved) | set(self.fingerprint)
                            if saved.get(k) != self.fingerprint.get(k)
-                           and not (k not in saved and k in self.defaults and self.defaults[k] == self.fingerprint.get(k)))
+                           and not (k not in saved and k in defaults and defaults[k] == self.fingerprint.get(k)))
         if differing:
             shown = ", ".join(f"{k}: {state['fingerprint'].get(k)!r} -> {self.fingerprint.get(k)!r}" for k in differing[:8])
             raise ProgressMismatchError(

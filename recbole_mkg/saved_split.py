@@ -14,6 +14,11 @@ from recbole_mkg.atomic_io import atomic_write_json, atomic_write_text
 SPLIT_PARTS = ("train", "valid", "test")
 
 
+def split_folder(results_dir, dataset):
+    """The folder of ``results_dir``'s saved split of ``dataset``: ``<results_dir>/split/<dataset>`` (absolute)."""
+    return os.path.abspath(os.path.join(results_dir, "split", dataset))
+
+
 def prepare_split(dataset, config_file_list=None, config_dict=None, results_dir="results", split_seed=None,
                   default_seed=2020):
     """Split the KG-filtered interactions once and save them as RecBole benchmark files.
@@ -39,8 +44,8 @@ def prepare_split(dataset, config_file_list=None, config_dict=None, results_dir=
     from recbole_mkg.config import Config
     from recbole_mkg.data import create_dataset
 
-    split_root = os.path.abspath(os.path.join(results_dir, "split"))
-    folder = os.path.join(split_root, dataset)
+    folder = split_folder(results_dir, dataset)
+    split_root = os.path.dirname(folder)
     marker = os.path.join(folder, "split.json")
     record_path = os.path.join(results_dir, "split.json")
     if os.path.isfile(marker):

@@ -52,6 +52,8 @@ def test_item_group_file_needs_its_columns(tmp_path):
     bad.write_text("item:token\tgroup:token\ni1\tx\n")
     with pytest.raises(ValueError, match=r"bad\.tsv: no column item_id"):
         read_item_groups(str(bad))
+    with pytest.raises(FileNotFoundError, match=r"nope\.tsv not found.*item_id:token, group:token"):
+        read_item_groups(str(tmp_path / "nope.tsv"))
 
 
 @pytest.fixture(scope="module")

@@ -207,17 +207,16 @@ class MultiKG4Rec(FullGraphKGRecommender):
         sequences = self.item_sequences if items is None else self.item_sequences[items]
         padding = self.item_padding if items is None else self.item_padding[items]
         fused = self.fusion_transformer({m: inputs[m][sequences] for m in self.modalities}, padding, first_only=True)
-        own = {m: inputs[m][self.n_users:self.n_users + self.n_items] if items is None
-               else inputs[m][self.n_users + items] for m in self.modalities}
-        return self._fusion_output(fused, own)
+        rows = slice(self.n_users, self.n_users + self.n_items) if items is None else self.n_users + items
+        return self._fusion_output(fused, inputs, rows)
 
-    def _fusion_output(self, fused, own):
-        """An item's row after fusion, modality -> [k, d] from the transformer's outputs ``fused`` and the
-        items' pre-fusion rows ``own``: ``fusion_output: replace`` (the paper, Eq. 7: the output) or ``add``
-        (beyond the paper: own + output, so that the item's ID embedding reaches the propagation without the
-        transformer's LayerNorm, which gives every item's row the same scale)."""
+    def _fusion_output(self, fused, table, rows):
+        """Items' rows after fusion, modality -> [k, d], from the transformer's outputs ``fused`` and, for
+        ``fusion_output: add`` only, their pre-fusion rows ``table[m][rows]``: ``replace`` (the paper, Eq. 7:
+        the output) or ``add`` (beyond the paper: pre-fusion row + output, so that the item's ID embedding
+        reaches the propagation without the transformer's LayerNorm, which gives every row the same scale)."""
         if self.fusion_output == "add":
-            return {m: own[m] + fused[m] for m in fused}
+            return {m: table[m][rows] + fused[m] for m in fused}
         return fused
 
     @property
@@ -315,7 +314,7 @@ class MultiKG4Rec(FullGraphKGRecommender):
             sequences = self.item_sequences[items]  # [k, N]
             members = {m: self.view_rows(m, sequences.flatten()).view(*sequences.shape, -1) for m in self.modalities}
             fused = self.fusion_transformer(members, self.item_padding[items], first_only=True)
-            fused = self._fusion_output(fused, {m: ego[m][where] for m in self.modalities})
+            fused = self._fusion_output(fused, ego, where)
             ego = {m: ego[m].index_put((where,), fused[m]) for m in self.modalities}
         outputs = [self.propagation[v](hops.blocks(self.adjacency(v).csr.values()), ego[v]) for v in self.views]
         return torch.cat(outputs, dim=1)

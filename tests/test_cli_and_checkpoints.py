@@ -98,3 +98,42 @@ def test_checkpoint_then_load_data_and_model_gives_same_metrics(tiny_root):
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
     again = trainer.evaluate(test_data, load_best_model=False, show_progress=False)
     assert dict(again) == dict(result["test_result"])
+
+
+#: the persistent buffers each plugin model may save beside its parameters: learned state only
+LEARNED_BUFFERS = {"MultiKG4Rec": {"attention_visual", "attention_text"}, "KGAT": {"attention"},
+                   "MKGAT": set(), "CrossGMMI": set()}
+
+
+@pytest.mark.parametrize("model_name", sorted(LEARNED_BUFFERS))
+def test_checkpoints_carry_learned_state_only_and_old_ones_still_load(tiny_root, model_name):
+    """What a model builds from its dataset (graph edges, features, sequences) is not saved; a checkpoint
+    written when it was (before 2026-12-05) still loads strictly, into the same predictions."""
+    import torch
+
+    from tests.conftest import build_model
+
+    model, _, (train, _, _) = build_model(tiny_root, model_name)
+    state = model.state_dict()
+    parameters = {name for name, _ in model.named_parameters()}
+    assert set(state) - parameters == LEARNED_BUFFERS[model_name]
+    derived = {name: b for name, b in model.named_buffers() if name not in state}
+    assert derived  # every model has dataset-built tables, and none of them is saved
+    old_format = {**state, **{name: b.clone() for name, b in derived.items()}}
+
+    fresh, _, _ = build_model(tiny_root, model_name)  # the same data and split (the graph is the split's)
+    with torch.no_grad():
+        for p in fresh.parameters():  # other weights
+            p.normal_()
+    users = torch.arange(1, 5)
+    fresh.eval(), model.eval()
+    with torch.no_grad():
+        assert not torch.equal(fresh.full_sort_predict({fresh.USER_ID: users}),
+                               model.full_sort_predict({model.USER_ID: users}))
+    fresh.load_state_dict(old_format)  # strict: the old tables are recognised, not "unexpected"
+    fresh.invalidate_cache()
+    with torch.no_grad():
+        torch.testing.assert_close(fresh.full_sort_predict({fresh.USER_ID: users}),
+                                   model.full_sort_predict({model.USER_ID: users}))
+    with pytest.raises(RuntimeError, match="not_a_model_key"):  # strictness itself is kept
+        fresh.load_state_dict({**state, "not_a_model_key": torch.zeros(1)})

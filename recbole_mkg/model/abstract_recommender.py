@@ -1,4 +1,6 @@
 """Base class of the plugin's full-graph knowledge-aware recommenders."""
+from collections import OrderedDict
+
 import torch
 from recbole.model.abstract_recommender import KnowledgeRecommender
 from recbole.model.loss import BPRLoss, EmbLoss
@@ -30,6 +32,17 @@ class FullGraphKGRecommender(KnowledgeRecommender):
 
     def forward(self):
         raise NotImplementedError
+
+    def load_state_dict(self, state_dict, strict=True, assign=False):
+        """As :meth:`torch.nn.Module.load_state_dict`, ignoring the entries of *derived* buffers: what a
+        model builds from its dataset at construction (graph edges, feature tables, BFS sequences) is not
+        persistent, so checkpoints carry parameters and learned state only; checkpoints written before
+        2026-12-05 still carry those tables, and they load as before (the rebuilt ones are the same)."""
+        derived = set(dict(self.named_buffers())) - set(self.state_dict(keep_vars=True))
+        kept = OrderedDict((k, v) for k, v in state_dict.items() if k not in derived)
+        if hasattr(state_dict, "_metadata"):
+            kept._metadata = state_dict._metadata
+        return super().load_state_dict(kept, strict=strict, assign=assign)
 
     def invalidate_cache(self):
         self.restore_user_e = self.restore_entity_e = None

@@ -84,7 +84,7 @@ class DynamicNegativeSampler(torch.nn.Module):
             raise ValueError(f"config 'hard_neg_ratio' must be in [0, 1], got {hard_ratio!r}")
         self.n_items, self.n_candidates, self.hard_ratio = n_items, n_candidates, hard_ratio
         keys = torch.unique(users.long() * n_items + items.long())  # sorted
-        self.register_buffer("positive_keys", keys)
+        self.register_buffer("positive_keys", keys, persistent=False)  # from the dataset: not saved
 
     def is_positive(self, users, items):
         """users [B], items [B, K] -> [B, K] bool, True where (user, item) is a training interaction."""

@@ -85,8 +85,8 @@ class CrossGMMI(FullGraphKGRecommender):
         for m in self.modalities:
             if m not in getattr(dataset, "modal_features", {}):
                 raise ValueError(f"dataset has no {m!r} features loaded; CrossGMMI needs a MultimodalKGDataset")
-            self.register_buffer(f"features_{m}", dataset.modal_features[m].clone())
-            self.register_buffer(f"mask_{m}", dataset.modal_masks[m].clone())
+            self.register_buffer(f"features_{m}", dataset.modal_features[m].clone(), persistent=False)
+            self.register_buffer(f"mask_{m}", dataset.modal_masks[m].clone(), persistent=False)
             modal_dims[m] = dataset.modal_features[m].shape[1]
 
         # ---- encoder: cross-modal fusion + relation-aware GAT with Jumping Knowledge ----

@@ -122,7 +122,7 @@ class MKGAT(FullGraphKGRecommender):
             if m not in getattr(dataset, "modal_features", {}):
                 raise ValueError(f"dataset has no {m!r} features loaded; MKGAT needs a MultimodalKGDataset")
             owners = torch.nonzero(dataset.modal_masks[m]).flatten()  # entities that have this modality
-            self.register_buffer(f"features_{m}", dataset.modal_features[m][owners].clone())
+            self.register_buffer(f"features_{m}", dataset.modal_features[m][owners].clone(), persistent=False)
             self.projection[m] = nn.Linear(dataset.modal_features[m].shape[1], self.embedding_size)
             modal_head.append(owners + self.n_users)
             modal_tail.append(torch.arange(offset, offset + len(owners)))
@@ -134,9 +134,9 @@ class MKGAT(FullGraphKGRecommender):
         self.n_nodes = offset
         self.n_edge_relations = 2 * self.n_relations + len(self.modalities)
         self.relation_embedding = nn.Embedding(self.n_edge_relations, self.embedding_size)
-        self.register_buffer("node_type", torch.cat(node_type))
-        self.register_buffer("type_start", torch.tensor(type_start))
-        self.register_buffer("type_count", torch.tensor(type_count))
+        self.register_buffer("node_type", torch.cat(node_type), persistent=False)
+        self.register_buffer("type_start", torch.tensor(type_start), persistent=False)
+        self.register_buffer("type_count", torch.tensor(type_count), persistent=False)
 
         # ---- the multi-modal collaborative KG: user-item, KG triples both ways, has_image / has_text ----
         ckg = dataset.ckg_graph(form="coo", value_field="relation_id")

@@ -111,10 +111,11 @@ class MultiKG4Rec(FullGraphKGRecommender):
             row = torch.full((self.n_entities,), len(present), dtype=torch.long)
             row[present] = torch.arange(len(present))
             features = dataset.modal_features[m][present]
-            self.register_buffer(f"features_{m}", torch.cat([features, features.new_zeros(1, features.shape[1])]))
-            self.register_buffer(f"present_{m}", present)
-            self.register_buffer(f"row_{m}", row)
-            self.register_buffer(f"mask_{m}", mask.float().unsqueeze(1))
+            self.register_buffer(f"features_{m}", torch.cat([features, features.new_zeros(1, features.shape[1])]),
+                                 persistent=False)
+            self.register_buffer(f"present_{m}", present, persistent=False)
+            self.register_buffer(f"row_{m}", row, persistent=False)
+            self.register_buffer(f"mask_{m}", mask.float().unsqueeze(1), persistent=False)
             self.modal_projection[m] = nn.Sequential(nn.Linear(features.shape[1], self.embedding_size), nn.LeakyReLU())
 
         # ---- multimodal fusion module ----
@@ -124,8 +125,8 @@ class MultiKG4Rec(FullGraphKGRecommender):
             sequences, padding = item_neighbour_sequences(
                 dataset, self.n_users, self.n_items, self.seq_len, config["bfs_max_hops"], config["seed"]
             )
-            self.register_buffer("item_sequences", sequences)
-            self.register_buffer("item_padding", padding)
+            self.register_buffer("item_sequences", sequences, persistent=False)
+            self.register_buffer("item_padding", padding, persistent=False)
             self.transformer = CrossModalTransformer(
                 self.modalities, self.embedding_size, config["n_transformer_layers"],
                 _check_positive_int(config, "n_heads"), _check_positive_int(config, "inner_size"),

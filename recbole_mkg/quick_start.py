@@ -14,7 +14,7 @@ from recbole.utils import get_environment, init_logger, init_seed, set_color
 from recbole_mkg.compat.safe_checkpoints import load_checkpoint
 from recbole_mkg.config import Config
 from recbole_mkg.data import create_dataset
-from recbole_mkg.utils import get_model, get_trainer
+from recbole_mkg.utils import busy_cpu_hint, get_model, get_trainer
 
 __all__ = ["run", "run_recbole_mkg", "objective_function", "load_data_and_model", "build"]
 
@@ -78,6 +78,9 @@ def run_recbole_mkg(model=None, dataset=None, config_file_list=None, config_dict
     init_logger(config)
     logger = getLogger()
     logger.info(config)
+    hint = busy_cpu_hint(config["device"])
+    if hint:
+        logger.warning(hint)
 
     dataset_obj, (train_data, valid_data, test_data), model_obj, trainer = build(config)
     logger.info(dataset_obj)

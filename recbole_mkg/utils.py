@@ -76,6 +76,34 @@ def device_name(device):
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs"
 
 
+def busy_cpu_hint(device, environ=None, load_average=None, cpu_count=None, threads=None):
+    """A warning for a CPU run whose torch threads outnumber the cores other jobs leave free, else None.
+
+    Torch starts one thread per core; beside other busy processes its OpenMP threads wait on each other at
+    every barrier (measured on 2 cores: a Multi-KG4Rec epoch on mkg-demo took 16-17 s with 2 threads beside
+    a training job, 1.4-1.6 s with 1). Nothing to say on a GPU, when ``OMP_NUM_THREADS`` is set (the user,
+    the side-by-side runner or Ray chose), or where the load average is unknown. The arguments other than
+    ``device`` default to this machine's (``os.environ``, 1-minute load average, CPU count, torch threads)."""
+    environ = os.environ if environ is None else environ
+    if torch.device(device).type != "cpu" or "OMP_NUM_THREADS" in environ:
+        return None
+    if load_average is None:
+        try:
+            load_average = os.getloadavg()[0]
+        except (AttributeError, OSError):  # not on every platform
+            return None
+    cpus = cpu_count or os.cpu_count() or 1
+    threads = threads or torch.get_num_threads()
+    idle = int(cpus - load_average + 0.5)
+    free = max(1, idle)
+    if threads <= free:
+        return None
+    left = f"about {idle} idle" if idle > 0 else "none idle"
+    return (f"the machine is busy (load average {load_average:.1f} on {cpus} CPUs, {left}) and torch "
+            f"uses {threads} threads: oversubscribed threads can make training 10x slower. Set "
+            f"OMP_NUM_THREADS={free} before starting (or stop the other jobs).")
+
+
 def model_of(entry):
     """``"MultiKG4Rec@text"`` -> ``"MultiKG4Rec"``: an entry ``Model@label`` is a named variant of a model
     (its own row, its own ``--model_configs`` file); a plain name is itself."""

@@ -67,6 +67,19 @@ def test_invalid_config_value_is_a_clear_error(tiny_root):
         run("BPR", "mkg-tiny", config_dict=tiny_config(tiny_root, learning_rate=-1))
 
 
+def test_a_cpu_run_on_a_busy_machine_is_told_to_use_fewer_threads():
+    from recbole_mkg.utils import busy_cpu_hint
+
+    busy = busy_cpu_hint("cpu", environ={}, load_average=1.2, cpu_count=2, threads=2)
+    assert "load average 1.2 on 2 CPUs, about 1 idle" in busy and "OMP_NUM_THREADS=1" in busy
+    assert "none idle" in busy_cpu_hint("cpu", environ={}, load_average=2.5, cpu_count=2, threads=2)
+    assert "OMP_NUM_THREADS=3" in busy_cpu_hint("cpu", environ={}, load_average=5.0, cpu_count=8, threads=8)
+    assert busy_cpu_hint("cpu", environ={}, load_average=0.3, cpu_count=2, threads=2) is None  # idle
+    assert busy_cpu_hint("cpu", environ={}, load_average=7.0, cpu_count=2, threads=1) is None  # one thread
+    assert busy_cpu_hint("cpu", environ={"OMP_NUM_THREADS": "2"}, load_average=3.0, cpu_count=2, threads=2) is None
+    assert busy_cpu_hint("cuda", environ={}, load_average=9.0, cpu_count=2, threads=2) is None
+
+
 def test_alias_and_trainer_lookup():
     from recbole.utils import ModelType
 

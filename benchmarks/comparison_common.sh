@@ -24,6 +24,7 @@ VARIANT_CONFIGS="KGAT@kg-permuted=$C/kg_permuted.yaml,MultiKG4Rec@kg-permuted=$C
 VARIANT_CONFIGS="$VARIANT_CONFIGS,MultiKG4Rec@text=$C/mkg_text.yaml,MultiKG4Rec@visual=$C/mkg_visual.yaml"
 VARIANT_CONFIGS="$VARIANT_CONFIGS,MultiKG4Rec@oneway=$C/mkg_oneway.yaml,MultiKG4Rec@no-cross=$C/mkg_nocross.yaml"
 VARIANT_CONFIGS="$VARIANT_CONFIGS,MultiKG4Rec@none=$C/mkg_none.yaml,MultiKG4Rec@fusion-add=$C/mkg_fusion_add.yaml"
+VARIANT_CONFIGS="$VARIANT_CONFIGS,MultiKG4Rec@fusion-gated=$C/mkg_fusion_gated.yaml,MultiKG4Rec@no-transformer=$C/mkg_no_transformer.yaml"
 VARIANT_CONFIGS="$VARIANT_CONFIGS,MultiKG4Rec@fast=$C/mkg_fast.yaml,KGAT@light=$C/light.yaml,MultiKG4Rec@light=$C/light.yaml"
 VARIANT_CONFIGS="$VARIANT_CONFIGS,KGAT@sampled=$C/sampled.yaml,MultiKG4Rec@sampled=$C/sampled.yaml"
 VARIANT_CONFIGS="$VARIANT_CONFIGS,KGAT@ui-light=$C/ui_light.yaml,MultiKG4Rec@ui-light=$C/ui_light.yaml"

@@ -250,8 +250,35 @@ def test_fusion_output_add_keeps_each_items_pre_fusion_row(tiny_root):
         torch.testing.assert_close(summed[m][items], replaced[m][items] + inputs[m][items].detach())
         torch.testing.assert_close(summed[m][:paper.n_users], replaced[m][:paper.n_users])
         torch.testing.assert_close(summed[m][items.stop:], replaced[m][items.stop:])
-    with pytest.raises(ValueError, match=r"'fusion_output': 'sum' is not one of \['replace', 'add'\]"):
+    with pytest.raises(ValueError, match=r"'fusion_output': 'sum' is not one of \['replace', 'add', 'gated'\]"):
         build(tiny_root, fusion_output="sum")
+
+
+def test_fusion_output_gated_starts_closed_and_learns_its_gate(tiny_root):
+    """``fusion_output: gated`` (beyond the paper): item row = pre-fusion row + g_m * transformer output,
+    g_m a learned scalar per modality starting at 0, so training starts from the model without the
+    transformer; the gate gets a gradient at 0 and at g_m = 1 the rows are those of ``add``."""
+    paper, _ = build(tiny_root)
+    gated, _ = build(tiny_root, fusion_output="gated")
+    assert {k: v.item() for k, v in gated.fusion_gate.items()} == {"visual": 0.0, "text": 0.0}
+    state = paper.state_dict()
+    gated.load_state_dict({**state, **{k: v for k, v in gated.state_dict().items() if k.startswith("fusion_gate")}})
+    inputs = paper.view_inputs()
+    items = slice(paper.n_users, paper.n_users + paper.n_items)
+    closed, replaced = _fused(gated), _fused(paper)
+    for m in paper.modalities:
+        torch.testing.assert_close(closed[m], inputs[m].detach())  # gate 0: every row its pre-fusion row
+    gated.train()
+    loss = gated.calculate_loss(bpr_batch(gated))
+    loss.backward()
+    assert all(p.grad is not None and p.grad.abs().item() > 0 for p in gated.fusion_gate.values())
+    with torch.no_grad():
+        for p in gated.fusion_gate.values():
+            p.fill_(1.0)
+    gated.eval()
+    opened = _fused(gated)
+    for m in paper.modalities:
+        torch.testing.assert_close(opened[m][items], replaced[m][items] + inputs[m][items].detach())
 
 
 def test_text_only_ignores_visual_features(tiny_root):

@@ -71,8 +71,9 @@ from recbole_mkg.model.neighbour_sampling import check_sample_sizes, sample_hops
 from recbole_mkg.model.neighbour_sequences import item_neighbour_sequences
 
 ID_VIEW = "id"
-#: what an item's row becomes after the transformer: its output (the paper), or its pre-fusion row plus it
-FUSION_OUTPUTS = ("replace", "add")
+#: what an item's row becomes after the transformer: its output (the paper), its pre-fusion row plus it, or
+#: its pre-fusion row plus it times a learned per-modality gate that starts at 0
+FUSION_OUTPUTS = ("replace", "add", "gated")
 
 
 def _check_positive_int(config, key):
@@ -135,6 +136,10 @@ class MultiKG4Rec(FullGraphKGRecommender):
         self.fusion_output = config["fusion_output"] or "replace"
         if self.fusion_output not in FUSION_OUTPUTS:
             raise ValueError(f"config 'fusion_output': {self.fusion_output!r} is not one of {list(FUSION_OUTPUTS)}")
+        if self.fusion_output == "gated" and self.transformer is not None:
+            # ReZero-style scalar per modality, 0 at the start: training starts from the model without the
+            # transformer (items keep their pre-fusion rows) and opens the gate as far as the data asks
+            self.fusion_gate = nn.ParameterDict({m: nn.Parameter(torch.zeros(1)) for m in self.modalities})
         ratio = config["fusion_sample_ratio"]  # validated by the plugin's Config
         self.fusion_sample_ratio = float(1.0 if ratio is None else ratio) if self.transformer is not None else 1.0
         if self.fusion_sample_ratio < 1.0:
@@ -213,11 +218,14 @@ class MultiKG4Rec(FullGraphKGRecommender):
 
     def _fusion_output(self, fused, table, rows):
         """Items' rows after fusion, modality -> [k, d], from the transformer's outputs ``fused`` and, for
-        ``fusion_output: add`` only, their pre-fusion rows ``table[m][rows]``: ``replace`` (the paper, Eq. 7:
-        the output) or ``add`` (beyond the paper: pre-fusion row + output, so that the item's ID embedding
-        reaches the propagation without the transformer's LayerNorm, which gives every row the same scale)."""
+        ``add``/``gated`` only, their pre-fusion rows ``table[m][rows]``: ``replace`` (the paper, Eq. 7: the
+        output), ``add`` (beyond the paper: pre-fusion row + output, so that the item's ID embedding reaches
+        the propagation without the transformer's LayerNorm, which gives every row the same scale) or
+        ``gated`` (beyond the paper: pre-fusion row + g_m * output, g_m a learned scalar starting at 0)."""
         if self.fusion_output == "add":
             return {m: table[m][rows] + fused[m] for m in fused}
+        if self.fusion_output == "gated":
+            return {m: table[m][rows] + self.fusion_gate[m] * fused[m] for m in fused}
         return fused
 
     @property

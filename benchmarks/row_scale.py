@@ -11,7 +11,7 @@ and the transformer's outputs alone. The same for a freshly initialised model of
 The paper's fusion replaces item rows by post-LayerNorm outputs (elements of about unit scale) among
 xavier-initialised embeddings, so a large ratio of "items after fusion" to the other rows says that items
 and their neighbours enter the Bi-Interaction on different scales. Writes
-``row_scale_<model>_<dataset>.{json,md}`` to ``--out_dir``. A diagnostic, not a test.
+``row_scale_<model>_<dataset>_<fusion_output>.{json,md}`` to ``--out_dir``. A diagnostic, not a test.
 """
 import argparse
 import os
@@ -72,7 +72,8 @@ def main(argv=None):
     fresh = get_model(config["model"])(config, train._dataset).to(config["device"])
     report = {"checkpoint": os.path.abspath(args.checkpoint), "model": config["model"], "dataset": config["dataset"],
               "fusion_output": trained.fusion_output, "date": time.strftime("%Y-%m-%d %H:%M"),
-              "initialised": row_scales(fresh), "trained": row_scales(trained)}
+              "initialised": row_scales(fresh), "trained": row_scales(trained),
+              "fusion_gate": {m: round(float(g), 4) for m, g in getattr(trained, "fusion_gate", {}).items()}}
     lines = [f"# Row scales entering the propagation: {config['model']} on {config['dataset']} ({report['date']})", "",
              f"Checkpoint `{args.checkpoint}` (fusion_output: {trained.fusion_output}); root mean square of the "
              "rows of each group, per view; `initialised` = a fresh model of the same config and seed.", "",
@@ -81,7 +82,9 @@ def main(argv=None):
         for view, scales in report[state].items():
             lines.append(f"| {state} | {view} | " + " | ".join(
                 "-" if scales[g] is None else f"{scales[g]:.4f}" for g in GROUPS) + " |")
-    base = os.path.join(args.out_dir, f"row_scale_{config['model']}_{config['dataset']}")
+    if report["fusion_gate"]:
+        lines += ["", "Learned gates (`fusion_output: gated`): " + ", ".join(f"{m} {g}" for m, g in report["fusion_gate"].items())]
+    base = os.path.join(args.out_dir, f"row_scale_{config['model']}_{config['dataset']}_{trained.fusion_output}")
     atomic_write_report(base, report, lines)
     print("\n".join(lines))
     return 0

@@ -33,11 +33,11 @@ def test_row_scale_reads_a_checkpoints_rows_and_a_fresh_models(tiny_root, tmp_pa
 
     result = run_recbole_mkg("MultiKG4Rec", "mkg-tiny", config_dict=tiny_config(tiny_root), saved=True)
     assert row_scale.main([f"--checkpoint={result['checkpoint']}", f"--out_dir={tmp_path}"]) == 0
-    report = json.loads((tmp_path / "row_scale_MultiKG4Rec_mkg-tiny.json").read_text())
+    report = json.loads((tmp_path / "row_scale_MultiKG4Rec_mkg-tiny_replace.json").read_text())
     assert set(report["initialised"]) == set(report["trained"]) == {"visual", "text"}
     for view, scales in report["initialised"].items():
         assert scales["items after fusion"] == pytest.approx(1.0, abs=1e-3)  # LayerNorm, weight 1, bias 0
         assert scales["transformer output"] == scales["items after fusion"]  # replace: the output itself
         assert scales["users"] < 0.5 and scales["items before fusion"] < 0.5
     assert report["trained"] != report["initialised"]  # the checkpoint's weights, not a fresh model's
-    assert "| trained | text |" in (tmp_path / "row_scale_MultiKG4Rec_mkg-tiny.md").read_text()
+    assert "| trained | text |" in (tmp_path / "row_scale_MultiKG4Rec_mkg-tiny_replace.md").read_text()

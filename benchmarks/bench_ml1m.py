@@ -24,6 +24,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
+from benchmarks.cli import config_overrides  # noqa: E402
 from recbole_mkg.atomic_io import atomic_open, atomic_write_report  # noqa: E402
 
 def _config_file(name):
@@ -230,7 +231,7 @@ def main(argv=None):
     unknown_models = [m for m in models if m not in VARIANTS]
     if unknown_models or not models:
         parser.error(f"--models: {unknown_models or args.models!r} not among {list(VARIANTS)}")
-    args.overrides = dict(a[2:].split("=", 1) for a in unknown if a.startswith("--") and "=" in a)
+    args.overrides = config_overrides(unknown, typed=False)  # passed on to each model's process as given
     if not os.path.isdir(os.path.join(args.data_path, "ml-1m-kg")):
         print(f"ml-1m-kg not found under {args.data_path}: nothing to benchmark")
         return 0

@@ -18,6 +18,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
+from benchmarks.cli import config_overrides  # noqa: E402
 from recbole_mkg.atomic_io import atomic_write_report  # noqa: E402
 
 
@@ -38,7 +39,7 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--out_dir", default=os.path.join(HERE, "results"))
     args, unknown = parser.parse_known_args(argv)
-    overrides = dict(a[2:].split("=", 1) for a in unknown if a.startswith("--") and "=" in a)
+    overrides = config_overrides(unknown)
     import torch
     from recbole.data.interaction import Interaction
     from recbole.utils import init_seed
@@ -51,7 +52,7 @@ def main(argv=None):
     sys.argv = sys.argv[:1]  # RecBole's Config would read this script's flags too
     config = Config(model=args.model, dataset=args.dataset, config_dict={
         "show_progress": False, "state": "ERROR", "epochs": 1,
-        "checkpoint_dir": os.path.join(ROOT, "saved", "profile_step"), **_typed(overrides)})
+        "checkpoint_dir": os.path.join(ROOT, "saved", "profile_step"), **overrides})
     init_seed(config["seed"], config["reproducibility"])
     _, (train, _, _), model, _ = build(config)
     model.train()
@@ -101,13 +102,6 @@ def main(argv=None):
     atomic_write_report(base, report, lines)
     print("\n".join(lines[:8 + len(report["steps"])]))
     return 0
-
-
-def _typed(overrides):
-    """``--key=value`` strings to YAML values (numbers, lists, booleans), as RecBole's command line reads them."""
-    import yaml
-
-    return {k: yaml.safe_load(v) for k, v in overrides.items()}
 
 
 if __name__ == "__main__":

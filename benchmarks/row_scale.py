@@ -21,6 +21,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
+from benchmarks.cli import config_overrides  # noqa: E402
 from recbole_mkg.atomic_io import atomic_write_report  # noqa: E402
 
 GROUPS = ("users", "items before fusion", "items after fusion", "transformer output", "other entities")
@@ -56,15 +57,13 @@ def main(argv=None):
     parser.add_argument("--checkpoint", required=True)
     parser.add_argument("--out_dir", default=os.path.join(HERE, "results"))
     args, unknown = parser.parse_known_args(argv)
-    overrides = {k: v for k, v in (a[2:].split("=", 1) for a in unknown if a.startswith("--") and "=" in a)}
-    import yaml
     from recbole.utils import init_seed
 
     from recbole_mkg.quick_start import load_data_and_model
     from recbole_mkg.utils import get_model
 
     sys.argv = sys.argv[:1]  # RecBole's Config would read this script's flags too
-    overrides = {"show_progress": False, "state": "ERROR", **{k: yaml.safe_load(v) for k, v in overrides.items()}}
+    overrides = {"show_progress": False, "state": "ERROR", **config_overrides(unknown)}
     config, trained, _, train, _, _ = load_data_and_model(args.checkpoint, config_dict=overrides)
     if not hasattr(trained, "view_inputs"):
         raise SystemExit(f"{args.checkpoint}: a {config['model']} checkpoint; row_scale reads Multi-KG4Rec's views")

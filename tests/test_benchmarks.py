@@ -41,3 +41,12 @@ def test_row_scale_reads_a_checkpoints_rows_and_a_fresh_models(tiny_root, tmp_pa
         assert scales["users"] < 0.5 and scales["items before fusion"] < 0.5
     assert report["trained"] != report["initialised"]  # the checkpoint's weights, not a fresh model's
     assert "| trained | text |" in (tmp_path / "row_scale_MultiKG4Rec_mkg-tiny_replace.md").read_text()
+
+
+def test_benchmark_config_overrides_are_typed_as_recbole_reads_them():
+    from benchmarks.cli import config_overrides
+
+    unknown = ["--learning_rate=0.01", "--layers=[32, 16]", "--show_progress=False", "--x", "stray", "--name=a=b"]
+    assert config_overrides(unknown) == {"learning_rate": 0.01, "layers": [32, 16], "show_progress": False,
+                                         "name": "a=b"}
+    assert config_overrides(unknown, typed=False)["learning_rate"] == "0.01"  # passed on to a child as given

@@ -139,7 +139,8 @@ def test_checkpoints_carry_learned_state_only_and_old_ones_still_load(tiny_root,
         for p in fresh.parameters():  # other weights
             p.normal_()
     users = torch.arange(1, 5)
-    fresh.eval(), model.eval()
+    fresh.eval()
+    model.eval()
     with torch.no_grad():
         assert not torch.equal(fresh.full_sort_predict({fresh.USER_ID: users}),
                                model.full_sort_predict({model.USER_ID: users}))

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from recbole_mkg.atomic_io import atomic_write_json
-from recbole_mkg.compat.safe_checkpoints import atomic_torch_save, to_plain
+from recbole_mkg.compat.safe_checkpoints import atomic_torch_save, load_checkpoint, to_plain
 from recbole_mkg.utils import device_name
 
 #: config keys that only say where or on what a run happens; they may change between sittings
@@ -196,7 +196,7 @@ class RunProgress:
             self.sittings = [self._this_sitting(0)]
             return None
         try:  # on the CPU: random generator states must stay CPU tensors; the optimizer moves its own
-            state = torch.load(self.path, map_location="cpu", weights_only=True)
+            state = load_checkpoint(self.path)
         except Exception as err:  # unreadable: say which file and what to do
             raise ProgressFileError(f"{self.path} cannot be read ({type(err).__name__}: "
                                         f"{str(err).splitlines()[0] if str(err) else ''}); delete it to start the run afresh") from err

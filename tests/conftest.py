@@ -63,6 +63,21 @@ def tiny_root(tmp_path_factory):
     return root
 
 
+@pytest.fixture(scope="module")
+def local_ray():
+    """One local Ray (2 CPUs) shared by a module's in-process sweep tests: ``run_tune`` and ``tune_and_compare`` join
+    a running Ray instead of starting their own (a start costs 6-8 s on a 2-core machine). Starting and
+    stopping Ray itself is covered by the sweep test that runs in its own process."""
+    import ray
+
+    from recbole_mkg.tune import start_ray
+
+    started = start_ray(num_cpus=2)
+    yield
+    if started:
+        ray.shutdown()
+
+
 @pytest.fixture
 def fresh_tiny(tmp_path):
     """A private copy of the tiny dataset that a test may corrupt."""

@@ -9,7 +9,7 @@ import scipy.sparse as sp
 import torch
 
 from recbole_mkg.compat import numpy2_aliases, safe_checkpoints, scipy_dok_update
-from recbole_mkg.compat.safe_checkpoints import UntrustedCheckpointError, load_checkpoint
+from recbole_mkg.compat.safe_checkpoints import CorruptCheckpointError, UntrustedCheckpointError, load_checkpoint
 from recbole_mkg.config import Config
 from recbole_mkg.quick_start import run_recbole_mkg
 from tests.conftest import ROOT, tiny_config
@@ -58,10 +58,34 @@ def test_recbole_format_checkpoint_needs_explicit_trust(tiny_root, tmp_path):
     config = Config(model="BPR", dataset="mkg-tiny", config_dict=tiny_config(tiny_root))
     path = str(tmp_path / "recbole_format.pth")
     torch.save({"config": config, "state_dict": {}, "epoch": 0}, path)  # what RecBole 1.2.1 writes
-    with pytest.raises(UntrustedCheckpointError, match="trusted=True"):
+    with pytest.raises(UntrustedCheckpointError, match=r"Python objects \(.*recbole_mkg\.config\.Config[,)].*trusted=True"):
         load_checkpoint(path)
     loaded = load_checkpoint(path, trusted=True)
     assert loaded["config"]["model"] == "BPR"  # converted to plain data
+
+
+def _damaged_copies(tmp_path):
+    """A good checkpoint's bytes, and files that are not readable checkpoints, each by its damage."""
+    good = tmp_path / "good.pth"
+    torch.save({"state_dict": {"w": torch.ones(4)}, "epoch": 3}, good)
+    data = good.read_bytes()
+    pickle_at = data.index(b"data.pkl") + len(b"data.pkl") + 64  # inside the pickle stream (stored, not compressed)
+    damaged_pickle = bytearray(data)
+    damaged_pickle[pickle_at:pickle_at + 4] = b"\xff" * 4
+    return data, {"empty": b"", "text": b"not a checkpoint\n", "truncated": data[: len(data) // 2],
+                  "damaged pickle": bytes(damaged_pickle)}
+
+
+@pytest.mark.parametrize("trusted", [False, True])
+def test_a_damaged_checkpoint_is_named_as_such_not_as_untrusted(tmp_path, trusted):
+    data, damaged = _damaged_copies(tmp_path)
+    assert load_checkpoint(str(tmp_path / "good.pth"))["epoch"] == 3
+    for what, content in damaged.items():
+        path = tmp_path / f"{what.replace(' ', '_')}.pth"
+        path.write_bytes(content)
+        with pytest.raises(CorruptCheckpointError, match=rf"{path.name} is not a readable PyTorch checkpoint "
+                                                         rf"\({len(content)} bytes.*truncated or damaged"):
+            load_checkpoint(str(path), trusted=trusted)
 
 
 def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):

@@ -188,6 +188,11 @@ def test_pretrained_rows_are_matched_by_token_not_by_id(tiny_root, tmp_path, bui
     token = state["entity_tokens"][1]
     torch.testing.assert_close(target.entity_embedding.weight[target.entity_tokens.index(token)],
                                model.entity_embedding.weight[model.entity_tokens.index(token)])
+    # a damaged file (here: cut in half in transfer) is named as such
+    data = open(path, "rb").read()
+    open(path, "wb").write(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=r"shuffled\.pth is not a readable PyTorch checkpoint.*truncated or damaged"):
+        target.load_pretrained(path)
 
 
 def test_bce_and_no_modalities(tiny_root):

@@ -117,5 +117,5 @@ def test_a_run_killed_after_its_last_epoch_is_tested_without_training_again(tiny
 def test_an_unreadable_progress_file_names_itself_and_what_to_do(tiny_root, tmp_path):
     (tmp_path / "progress").mkdir()
     (tmp_path / "progress" / "BPR__seed2020.pth").write_bytes(b"not a checkpoint")
-    with pytest.raises(ProgressFileError, match=r"BPR__seed2020\.pth cannot be read.*delete it"):
+    with pytest.raises(ProgressFileError, match=r"BPR__seed2020\.pth cannot be read \(CorruptCheckpointError.*delete it"):
         run_one("BPR", "mkg-tiny", 2020, [protocol_file("paper")], _config(tiny_root, tmp_path), out_dir=str(tmp_path))

@@ -46,7 +46,7 @@ def test_yaml_and_json_spaces(tmp_path):
     assert math.isclose(space["learning_rate"].lower, math.exp(-8))
 
 
-def test_two_trial_sweep_on_cpu_records_failure_and_resumes(tiny_root, tmp_path):
+def test_two_trial_sweep_on_cpu_records_failure_and_resumes(local_ray, tiny_root, tmp_path):
     space = tmp_path / "hyper.test"
     space.write_text("learning_rate grid [0.01,-1]\nembedding_size choice [8]\n")  # trial 2 raises
     config = tiny_config(tiny_root, epochs=2)
@@ -81,7 +81,7 @@ def test_two_trial_sweep_on_cpu_records_failure_and_resumes(tiny_root, tmp_path)
     assert again["best_params"] == out["best_params"]
 
 
-def test_equal_budget_comparison_tunes_every_model_on_the_split_then_runs_the_best(tiny_root, tmp_path):
+def test_equal_budget_comparison_tunes_every_model_on_the_split_then_runs_the_best(local_ray, tiny_root, tmp_path):
     from recbole_mkg.compare import tune_and_compare
     from tests.test_compare import _shared
 
@@ -211,7 +211,7 @@ def test_stratified_sampler_rejects_what_it_cannot_stratify(tmp_path):
                  tune_dir=str(tmp_path / "tune"))
 
 
-def test_stratified_sweep_runs_its_trials_and_keeps_them_when_resumed(tiny_root, tmp_path):
+def test_stratified_sweep_runs_its_trials_and_keeps_them_when_resumed(local_ray, tiny_root, tmp_path):
     from recbole_mkg.tune_sampling import stratified_trials
 
     space = tmp_path / "hyper.test"
@@ -307,7 +307,7 @@ def test_a_malformed_sweep_record_names_the_file(tmp_path):
         read_sweep_record(str(tmp_path))
 
 
-def test_max_concurrent_limits_the_trials_the_generator_starts(tiny_root, tmp_path, monkeypatch):
+def test_max_concurrent_limits_the_trials_the_generator_starts(local_ray, tiny_root, tmp_path, monkeypatch):
     """--max_concurrent reaches the search algorithm itself: Ray ignores TuneConfig.max_concurrent_trials (with
     a warning) when search_alg is a BasicVariantGenerator, which both samplers use."""
     from ray import tune
@@ -338,7 +338,7 @@ def test_max_concurrent_limits_the_trials_the_generator_starts(tiny_root, tmp_pa
         assert not seen["config"].max_concurrent_trials  # would be ignored, with a warning
 
 
-def test_max_concurrent_given_on_resume_replaces_the_sweeps_own_limit(tiny_root, tmp_path, monkeypatch):
+def test_max_concurrent_given_on_resume_replaces_the_sweeps_own_limit(local_ray, tiny_root, tmp_path, monkeypatch):
     """A restored generator takes back the limit saved with the sweep when fit() restores its state; a
     --max_concurrent given on resume must survive that."""
     from ray import tune
@@ -421,7 +421,7 @@ def test_a_trial_whose_worker_dies_goes_on_from_its_last_epoch(tiny_root, tmp_pa
     space = tmp_path / "hyper.test"
     space.write_text("learning_rate choice [0.01]\n")
     # small batches and many epochs: long enough (tens of seconds) to be caught mid-training on a busy machine
-    config = tiny_config(tiny_root, epochs=150, stopping_step=200, train_batch_size=16)
+    config = tiny_config(tiny_root, epochs=60, stopping_step=200, train_batch_size=16)
     config.pop("checkpoint_dir")
     tune_dir, out_file = tmp_path / "tune", tmp_path / "out.json"
     script = (
@@ -457,10 +457,10 @@ def test_a_trial_whose_worker_dies_goes_on_from_its_last_epoch(tiny_root, tmp_pa
     assert killed, "the trial's worker was not found running: " + output[-3000:]
     assert driver.returncode == 0, output[-3000:]
     out = json.load(open(out_file))
-    assert [(t["status"], t["epochs"]) for t in out["trials"]] == [("finished", 150)]
+    assert [(t["status"], t["epochs"]) for t in out["trials"]] == [("finished", 60)]
     rows = [json.loads(line) for line in open(next(tune_dir.glob("*/*/result.json")))]
     restarts = [r["epoch"] for r in rows if r["iterations_since_restore"] == 1]
     assert len(restarts) == 2 and restarts[0] == 1, restarts  # the first start, and one restore
     assert restarts[1] > 2  # went on after the checkpointed epochs, not from epoch 1
     epochs = [r["epoch"] for r in rows if not r.get("finished")]
-    assert epochs[-1] == 150 and len(epochs) - len(set(epochs)) <= 2  # at most the epochs after the checkpoint again
+    assert epochs[-1] == 60 and len(epochs) - len(set(epochs)) <= 2  # at most the epochs after the checkpoint again

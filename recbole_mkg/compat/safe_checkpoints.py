@@ -15,6 +15,8 @@ unpickling arbitrary classes can run code. The fix replaces ``Trainer._save_chec
 import enum
 import os
 import pickle
+import pickletools
+import zipfile
 
 import numpy as np
 import torch
@@ -26,6 +28,44 @@ PLAIN_CONFIG_FORMAT = "recbole_mkg.plain_config.v1"
 
 class UntrustedCheckpointError(RuntimeError):
     """Raised when a checkpoint needs full unpickling and the caller did not opt in."""
+
+
+class CorruptCheckpointError(ValueError):
+    """Raised when a file is not a readable PyTorch checkpoint (truncated, damaged or another format)."""
+
+
+def _corrupt(path, detail):
+    return CorruptCheckpointError(
+        f"{path} is not a readable PyTorch checkpoint ({os.path.getsize(path)} bytes; {detail}): the file is "
+        f"truncated or damaged, or not a checkpoint at all. Point to another checkpoint, or train again to "
+        f"write it anew (the plugin writes checkpoints atomically, so a crash does not leave half a file)."
+    )
+
+
+def _is_torch_file(path):
+    """True for a torch zip archive or a legacy torch pickle (protocol 2-5 header)."""
+    if zipfile.is_zipfile(path):
+        return True
+    with open(path, "rb") as f:
+        head = f.read(2)
+    return len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5
+
+
+def _pickled_classes(path):
+    """The classes a torch zip archive's pickle names, read from its opcodes (nothing is executed; the
+    zip's CRC is checked): a sorted list, False when the pickle does not parse, None for a legacy file."""
+    if not zipfile.is_zipfile(path):
+        return None
+    names = set()
+    try:
+        with zipfile.ZipFile(path) as archive:
+            member = next(n for n in archive.namelist() if n.endswith("/data.pkl") or n == "data.pkl")
+            for opcode, arg, _ in pickletools.genops(archive.read(member)):
+                if opcode.name == "GLOBAL" and not str(arg).startswith(("torch", "collections OrderedDict")):
+                    names.add(str(arg).replace(" ", "."))
+    except (StopIteration, ValueError, zipfile.BadZipFile, EOFError, UnicodeDecodeError):
+        return False
+    return sorted(names)
 
 
 def to_plain(value):
@@ -73,17 +113,29 @@ def load_checkpoint(path, map_location="cpu", trusted=False):
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint file not found: {path}")
+    if not _is_torch_file(path):
+        raise _corrupt(path, "neither a torch zip archive nor a legacy torch pickle")
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
+        classes = _pickled_classes(path)
+        if classes is False:
+            raise _corrupt(path, "its pickled data does not parse") from err
         if not trusted:
+            named = f" ({', '.join(classes[:8])}{', ...' if len(classes) > 8 else ''})" if classes else ""
             raise UntrustedCheckpointError(
-                f"{path} is not a plain-data checkpoint (it pickles Python objects, as RecBole's own "
-                f"checkpoints do with their Config). Loading it can run code: if you trust the file, "
-                f"pass trusted=True (CLI: --trust_checkpoint=True). Details: {str(err).splitlines()[0]}"
+                f"{path} is not a plain-data checkpoint: it pickles Python objects{named}, as RecBole's own "
+                f"checkpoints do with their Config. Loading it can run code: if you trust the file, "
+                f"pass trusted=True (CLI: --trust_checkpoint=True)."
             ) from err
         checkpoint = torch.load(path, map_location=map_location, weights_only=False)
-    config = checkpoint.get("config")
+    except (EOFError, zipfile.BadZipFile, UnicodeDecodeError, ValueError) as err:
+        raise _corrupt(path, f"reading it failed: {type(err).__name__} {err}".rstrip()) from err
+    except RuntimeError as err:
+        if "PytorchStreamReader" not in str(err):
+            raise  # e.g. a CUDA checkpoint on a machine without CUDA: torch's own message says what to do
+        raise _corrupt(path, str(err).splitlines()[0].split(". ")[0]) from err
+    config = checkpoint.get("config") if isinstance(checkpoint, dict) else None
     if config is not None and not (isinstance(config, dict) and config.get("format") == PLAIN_CONFIG_FORMAT):
         checkpoint["config"] = plain_config(config)
     return checkpoint

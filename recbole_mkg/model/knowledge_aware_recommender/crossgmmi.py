@@ -39,7 +39,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from recbole.model.init import xavier_normal_initialization
 
-from recbole_mkg.compat.safe_checkpoints import atomic_torch_save
+from recbole_mkg.compat.safe_checkpoints import atomic_torch_save, load_checkpoint
 from recbole_mkg.data.dataset import MultimodalKGDataset, requested_modalities
 from recbole_mkg.model.abstract_recommender import FullGraphKGRecommender
 from recbole_mkg.model.alignment import CrossKGContrast, KGraph, KGSide, side_for_graph, split_pairs
@@ -237,7 +237,7 @@ class CrossGMMI(FullGraphKGRecommender):
         encoder tensors of matching name and shape.  Returns a report dict (also what the log says)."""
         if not os.path.isfile(path):
             raise FileNotFoundError(f"config 'pretrained_path': {path} not found")
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_checkpoint(path)  # clear errors for a damaged file
         if not isinstance(state, dict) or state.get("format") != PRETRAINED_FORMAT:
             raise ValueError(f"{path} is not a CrossGMMI pre-trained file (format {PRETRAINED_FORMAT})")
         report = {"file": path}

@@ -27,6 +27,9 @@ results folder's runs, from the top-K lists each run saved (see recbole_mkg/brea
     python run_recbole_mkg.py --breakdown --results_dir=results/ml-100k-kg \
         --group_features=dataset/ml-100k-kg-features/ml-100k-kg.visual_colour_texture.feat
 
+(--retest_missing: runs without a top-K file get it from their best-epoch checkpoint, written only when the
+test metrics come out as recorded; see recbole_mkg/retest.py.)
+
 The saved split alone (nothing trained; e.g. before the folder travels to a GPU machine without the data):
 
     python run_recbole_mkg.py --split_only --dataset=ml-1m-kg --data_path=../shared/datasets --protocol=paper \\
@@ -76,6 +79,9 @@ def parse_args(argv=None):
     side.add_argument("--breakdown", action="store_true",
                       help="no training: test Recall/NDCG@K of --results_dir's runs per item group (popularity "
                            "head/mid/tail, feature coverage, --item_groups) into breakdown.md/.csv/.png")
+    side.add_argument("--retest_missing", action="store_true",
+                      help="with --breakdown: runs without a top-K file get it from their best-epoch checkpoint "
+                           "(the test evaluated again; written only when the recorded metrics come out again)")
     side.add_argument("--group_features", type=str, default=None,
                       help="with --breakdown: comma-separated feature files; groups 'has <file>' / 'no <file>'")
     side.add_argument("--item_groups", type=str, default=None,
@@ -142,6 +148,10 @@ def main(argv=None):
             return summarise(args.results_dir, chosen, seeds)
         from recbole_mkg.breakdown import breakdown
 
+        if args.retest_missing:
+            from recbole_mkg.retest import recover_topk
+
+            recover_topk(args.results_dir, chosen, seeds)
         features = [f.strip() for f in (args.group_features or "").split(",") if f.strip()]
         return breakdown(args.results_dir, chosen, seeds, feature_files=features, item_group_file=args.item_groups)
     models = [m.strip() for m in (args.model or "MultiKG4Rec").split(",") if m.strip()]

@@ -229,7 +229,8 @@ def breakdown(results_dir, models=None, seeds=None, feature_files=(), item_group
             keyed.append((record, {"users": top["users"], "items": top["items"]}))
     if not keyed:
         raise FileNotFoundError(f"{results_dir}: no run has a top-K file (runs/<key>.topk.npz); runs made before "
-                                f"the runner saved them must be run again (delete their runs/<key>.json)")
+                                f"the runner saved them get theirs from their checkpoints with --retest_missing, or must be run "
+                                f"again (delete their runs/<key>.json)")
     k = int(k or min(top["items"].shape[1] for _, top in keyed))
     train_file, test_file = _split_files(results_dir, keyed[0][0])
     train = _read_table(train_file, ["user_id", "item_id"])
@@ -297,7 +298,8 @@ def breakdown(results_dir, models=None, seeds=None, feature_files=(), item_group
                          + " | ".join(cells) + " |")
         lines.append("")
     if without:
-        lines += [f"Left out (no top-K file: finished before the runner saved them): {', '.join(without)}.", ""]
+        lines += [f"Left out (no top-K file: finished before the runner saved them; --retest_missing recovers "
+                  f"them from their checkpoints): {', '.join(without)}.", ""]
     atomic_write_text(os.path.join(results_dir, "breakdown.md"), "\n".join(lines))
     _breakdown_chart(results_dir, rows, shown, k)
     log(f"[breakdown] wrote {os.path.join(results_dir, 'breakdown.md')}, breakdown.csv, breakdown.png")

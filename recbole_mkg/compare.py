@@ -190,6 +190,11 @@ def run_one(model, dataset, seed, config_file_list=None, config_dict=None, out_d
     }
     if progress is not None:
         record["sittings"] = progress.sittings  # several when the run was resumed (first epoch, device)
+    if out_dir is not None and saved and os.path.isfile(trainer.saved_model_file):
+        # the best epoch's weights (recbole_mkg.retest evaluates them again), relative when in the folder
+        inside = os.path.abspath(trainer.saved_model_file).startswith(os.path.abspath(out_dir) + os.sep)
+        record["checkpoint"] = (os.path.relpath(trainer.saved_model_file, out_dir) if inside
+                                else os.path.abspath(trainer.saved_model_file))
     if out_dir is not None:
         if recorder is not None:  # before the record, which marks the run as done
             recorder.save(topk_path(out_dir, key))

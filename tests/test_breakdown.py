@@ -3,6 +3,7 @@ import csv
 import json
 import math
 import os
+import re
 
 import numpy as np
 import pytest
@@ -136,3 +137,54 @@ def test_breakdown_leaves_out_runs_without_a_top_k_file_and_says_so(ran, tmp_pat
         run_recbole_mkg.main(["--breakdown", f"--results_dir={copy}"])
     with pytest.raises(SystemExit, match="--breakdown needs --results_dir"):
         run_recbole_mkg.main(["--breakdown", f"--results_dir={tmp_path / 'nowhere'}"])
+
+
+def test_missing_top_k_lists_come_back_from_the_checkpoints_as_the_runs_ranked_them(ran, tmp_path):
+    """--retest_missing: the test evaluated again from the best-epoch checkpoint gives the very lists the run
+    saved; a run whose record predates the ``checkpoint`` field is matched by its saved config."""
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(ran, copy)
+    for key in ("BPR__seed2021", "KGAT__seed2020"):
+        record = json.load(open(copy / "runs" / f"{key}.json"))
+        assert os.path.isfile(copy / record["checkpoint"]) and not os.path.isabs(record["checkpoint"])
+        os.remove(topk_path(str(copy), key))
+    old_style = copy / "runs" / "KGAT__seed2020.json"
+    record = json.load(open(old_style))
+    del record["checkpoint"]
+    record["config"]["checkpoint_dir"] = str(tmp_path / "moved")  # gone: <results_dir>/checkpoints is searched
+    old_style.write_text(json.dumps(record))
+    rows = run_recbole_mkg.main(["--breakdown", "--retest_missing", f"--results_dir={copy}"])
+    for key in ("BPR__seed2021", "KGAT__seed2020"):
+        again, saved = np.load(topk_path(str(copy), key)), np.load(topk_path(str(ran), key))
+        assert np.array_equal(again["users"], saved["users"]) and np.array_equal(again["items"], saved["items"]), key
+    assert rows == run_recbole_mkg.main(["--breakdown", f"--results_dir={ran}"])
+    assert "Left out" not in (copy / "breakdown.md").read_text()
+
+
+def test_a_checkpoint_that_does_not_reproduce_the_run_writes_nothing(ran, tmp_path):
+    import shutil
+
+    from recbole_mkg.retest import recover_topk
+
+    copy = tmp_path / "copy"
+    shutil.copytree(ran, copy)
+    wrong = copy / "runs" / "BPR__seed2021.json"
+    record = json.load(open(wrong))
+    record["checkpoint"] = json.load(open(copy / "runs" / "BPR__seed2020.json"))["checkpoint"]  # another seed's
+    wrong.write_text(json.dumps(record))
+    orphan = copy / "runs" / "KGAT__seed2021.json"
+    record = json.load(open(orphan))
+    os.remove(copy / record["checkpoint"])
+    record["config"]["checkpoint_dir"] = str(tmp_path / "moved")
+    orphan.write_text(json.dumps(record))
+    for key in ("BPR__seed2021", "KGAT__seed2021"):
+        os.remove(topk_path(str(copy), key))
+    logs = []
+    recovered, missing = recover_topk(str(copy), log=logs.append)
+    assert recovered == [] and len(missing) == 2
+    assert re.search(r"BPR__seed2021: .*BPR-.*\.pth does not reproduce the run's test metrics \(.*recorded, .* now", missing[0])
+    assert missing[1].startswith("KGAT__seed2021: no checkpoint with this run's config")
+    assert not os.path.exists(topk_path(str(copy), "BPR__seed2021"))
+    assert sum("left without a top-K file" in line for line in logs) == 2

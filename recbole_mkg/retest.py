@@ -81,7 +81,8 @@ def retest_run(results_dir, record, checkpoint, log=print):
     split = os.path.join(results_dir, "split")
     if not os.path.isdir(str(overrides.get("data_path", ""))) and os.path.isdir(split):
         overrides["data_path"] = split  # the results folder moved: its own saved split
-    overrides.update(show_progress=False, state="WARNING")
+    overrides.pop("local_rank", None)  # a DDP run's rank: evaluated again in one process
+    overrides.update(show_progress=False, state="WARNING", nproc=1, world_size=-1)
     config = Config(model=saved["model"], dataset=saved["dataset"], config_dict=overrides)
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
@@ -96,7 +97,9 @@ def retest_run(results_dir, record, checkpoint, log=print):
     if differing:
         raise RetestMismatchError(
             f"{key}: {checkpoint} does not reproduce the run's test metrics ({'; '.join(differing[:4])}): it is "
-            f"not this run's best-epoch checkpoint, or the data changed; no top-K file written. Run it again "
+            f"not this run's best-epoch checkpoint, the data changed, or the run trained on another device "
+            f"(record: {record.get('device_name') or record.get('device')}; GPU kernels sum in another order); "
+            f"no top-K file written. Retest on that device, or run it again "
             f"(delete {os.path.join(results_dir, 'runs', key + '.json')})")
     path = recorder.save(topk_path(results_dir, key))
     log(f"[retest] {key}: test metrics reproduced from {checkpoint}; top-K lists written to {path}")

@@ -136,6 +136,10 @@ def _model_configs(text):
 
 def main(argv=None):
     args, config_files, overrides = parse_args(argv)
+    given = [f for f, v in (("--retest_missing", args.retest_missing), ("--group_features", args.group_features),
+                            ("--item_groups", args.item_groups)) if v]
+    if given and not args.breakdown:
+        raise SystemExit(f"{', '.join(given)} only go with --breakdown (add it, or leave them out)")
     if args.summarise or args.breakdown:  # no training: a results folder's runs, as they are
         flag = "--summarise" if args.summarise else "--breakdown"
         if not args.results_dir or not os.path.isdir(os.path.join(args.results_dir, "runs")):

@@ -181,3 +181,49 @@ def test_upstream_deprecation_warnings_are_silenced_only_where_upstream_raises_t
     assert "SparseTensor" not in proc.stderr  # LightGCN's and NGCF's
     assert "list of numpy.ndarrays" not in proc.stderr  # SpectralCF's
     assert proc.stderr.count("divide by zero encountered in power") == 1  # ours, not KGIN's
+
+
+def _kgin(tiny_root, tmp_path):
+    from recbole.utils import init_seed
+
+    from recbole_mkg.quick_start import build
+
+    config = Config(model="KGIN", dataset="mkg-tiny", config_dict={**tiny_config(tiny_root),
+                                                                   "checkpoint_dir": str(tmp_path)})
+    init_seed(config["seed"], True)
+    assert config["node_dropout_rate"] > 0  # RecBole's default 0.5: half of the KG edges per sample
+    return build(config)
+
+
+def test_kgin_ranks_with_the_whole_kg_in_evaluation(tiny_root, tmp_path):
+    _, _, model, _ = _kgin(tiny_root, tmp_path)
+    model.eval()
+    with torch.no_grad():
+        np.random.seed(1)
+        first = model.forward()[0]
+        np.random.seed(2)
+        second = model.forward()[0]
+    torch.testing.assert_close(first, second, rtol=0, atol=0)  # no random edges in evaluation
+    model.train()
+    with torch.no_grad():
+        np.random.seed(1)
+        trained = model.forward()[0]
+        np.random.seed(2)
+        assert not torch.equal(trained, model.forward()[0])  # training still samples edges
+
+
+def test_loading_the_best_checkpoint_ranks_with_its_weights_not_the_last_validations(tiny_root, tmp_path):
+    """KGIN keeps no caches in its checkpoints: after a later epoch's validation filled them, loading the
+    best checkpoint must rank with the best weights (RecBole kept the later epoch's embeddings)."""
+    _, (_, _, test_data), model, trainer = _kgin(tiny_root, tmp_path)
+    best = str(tmp_path / "best.pth")
+    trainer.saved_model_file = best
+    trainer._save_checkpoint(0, verbose=False)  # the best epoch
+    _, (_, _, fresh_test), _, fresh_trainer = _kgin(tiny_root, tmp_path)
+    expected = fresh_trainer.evaluate(fresh_test, load_best_model=True, model_file=best, show_progress=False)
+    with torch.no_grad():  # a later epoch: other weights, whose validation fills the caches
+        for parameter in model.parameters():
+            parameter.add_(0.5 * torch.randn_like(parameter))
+    later = trainer.evaluate(test_data, load_best_model=False, show_progress=False)
+    assert later != expected and model.restore_user_e is not None
+    assert trainer.evaluate(test_data, load_best_model=True, model_file=best, show_progress=False) == expected

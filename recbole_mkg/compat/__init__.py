@@ -1,6 +1,7 @@
 """Small, named fixes that make RecBole 1.2.1 run on today's stack.
 
-Each module fixes one upstream break and exposes ``apply()``; :func:`apply_all` runs them once, early
+Each module fixes one upstream break (or, for the two evaluation fixes, an upstream bug that skews a
+baseline's test metrics) and exposes ``apply()``; :func:`apply_all` runs them once, early
 (``import recbole_mkg`` does it). Every fix is idempotent, and each has a test in
 ``tests/test_compat.py`` that fails without it.
 
@@ -18,6 +19,9 @@ cpu_ddp_wrapper             RecBole wraps every model as DDP(device_ids=[rank]),
 safe_checkpoints            RecBole pickles its ``Config`` into checkpoints, which ``torch.load``
                             refuses by default since torch 2.6 (``weights_only``); the plugin's
                             checkpoints store the config as plain data, written atomically.
+stale_ranking_caches        KGIN and MCCLK keep the full-ranking caches of the last validation when the
+                            best checkpoint is loaded: their test scored the last epoch's model.
+kgin_eval_edges             RecBole's KGIN samples half of the KG edges at random in evaluation too.
 upstream_warnings           three deprecation warnings RecBole/PyG raise at every run (pandas chained
                             ``fillna``, ``torch.cuda.amp.GradScaler``, ``torch.jit.script``), silenced
                             only where those libraries raise them.
@@ -45,9 +49,11 @@ def apply_all():
     upstream_warnings.apply()
     from recbole_mkg.compat import (
         cpu_ddp_wrapper,
+        kgin_eval_edges,
         numpy2_aliases,
         safe_checkpoints,
         scipy_dok_update,
+        stale_ranking_caches,
         torch_scatter_fallback,
     )
 
@@ -56,4 +62,6 @@ def apply_all():
     safe_checkpoints.apply()
     torch_scatter_fallback.apply()
     cpu_ddp_wrapper.apply()
+    stale_ranking_caches.apply()
+    kgin_eval_edges.apply()  # after torch_scatter_fallback: importing KGIN imports torch_scatter
     _APPLIED = True

@@ -9,12 +9,13 @@ decimals): the list is then the one the run's own test ranked, not an approximat
 
     python run_recbole_mkg.py --breakdown --retest_missing --results_dir=results/ml-100k-kg
 """
+import contextlib
 import glob
 import os
 
 from recbole_mkg.breakdown import TopKRecorder, topk_path
 
-__all__ = ["find_checkpoint", "retest_run", "recover_topk", "RetestMismatchError"]
+__all__ = ["find_checkpoint", "evaluate_checkpoint", "retest_run", "recover_topk", "RetestMismatchError"]
 
 # metrics are recorded rounded to RecBole's metric_decimal_place (4): a difference below this is rounding
 TOLERANCE = 1.5e-4
@@ -62,20 +63,16 @@ def find_checkpoint(results_dir, record):
     return None
 
 
-def retest_run(results_dir, record, checkpoint, log=print):
-    """Evaluate ``checkpoint`` on the saved split's test part, check the metrics against ``record`` and
-    write ``runs/<key>.topk.npz``. Returns the file's path.
-
-    Raises:
-        RetestMismatchError: a recorded test metric does not come out again (nothing is written).
-    """
+def evaluate_checkpoint(results_dir, checkpoint, record_topk=False):
+    """The test metrics of ``checkpoint`` on its run's saved split (moved folders: ``<results_dir>/split``),
+    evaluated as the runner does (``trainer.evaluate(load_best_model=True)``). Returns ``(result, recorder)``:
+    metric -> value, and the :class:`TopKRecorder` that saw the ranking (None unless ``record_topk``)."""
     from recbole.utils import init_logger, init_seed
 
     from recbole_mkg.compat.safe_checkpoints import load_checkpoint
     from recbole_mkg.config import Config
     from recbole_mkg.quick_start import build
 
-    key = _run_key(record)
     saved = load_checkpoint(checkpoint)["config"]
     overrides = dict(saved["config_dict"])
     split = os.path.join(results_dir, "split")
@@ -87,10 +84,21 @@ def retest_run(results_dir, record, checkpoint, log=print):
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
     dataset, (_, _, test_data), _, trainer = build(config)
-    recorder = TopKRecorder(trainer, dataset, max(config["topk"]))
-    with recorder:
+    recorder = TopKRecorder(trainer, dataset, max(config["topk"])) if record_topk else None
+    with recorder or contextlib.nullcontext():
         result = trainer.evaluate(test_data, load_best_model=True, model_file=checkpoint, show_progress=False)
-    result = {k: float(v) for k, v in dict(result).items()}
+    return {k: float(v) for k, v in dict(result).items()}, recorder
+
+
+def retest_run(results_dir, record, checkpoint, log=print):
+    """Evaluate ``checkpoint`` on the saved split's test part, check the metrics against ``record`` and
+    write ``runs/<key>.topk.npz``. Returns the file's path.
+
+    Raises:
+        RetestMismatchError: a recorded test metric does not come out again (nothing is written).
+    """
+    key = _run_key(record)
+    result, recorder = evaluate_checkpoint(results_dir, checkpoint, record_topk=True)
     recorded = record["test_result"]
     differing = [f"{m} {recorded[m]:.4f} recorded, {result.get(m, float('nan')):.4f} now" for m in sorted(recorded)
                  if not abs(result.get(m, float("nan")) - recorded[m]) <= TOLERANCE]

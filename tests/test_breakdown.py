@@ -190,3 +190,28 @@ def test_a_checkpoint_that_does_not_reproduce_the_run_writes_nothing(ran, tmp_pa
     assert missing[1].startswith("KGAT__seed2021: no checkpoint with this run's config")
     assert not os.path.exists(topk_path(str(copy), "BPR__seed2021"))
     assert sum("left without a top-K file" in line for line in logs) == 2
+
+
+def test_reevaluating_a_folder_gives_each_runs_recorded_metrics_back(ran, tmp_path):
+    """benchmarks/reevaluate.py: BPR and the KGAT port have no evaluation bug to fix, so their checkpoints
+    give their recorded test metrics again; a run whose checkpoint is gone is listed with none."""
+    import shutil
+
+    from benchmarks import reevaluate
+
+    copy = tmp_path / "copy"
+    shutil.copytree(ran, copy)
+    gone = json.load(open(copy / "runs" / "KGAT__seed2021.json"))
+    os.remove(copy / gone["checkpoint"])
+    gone["config"]["checkpoint_dir"] = str(tmp_path / "moved")  # not the original folder's either
+    (copy / "runs" / "KGAT__seed2021.json").write_text(json.dumps(gone))
+    rows = reevaluate.main([f"--results_dir={copy}", "--model=BPR,KGAT", f"--out_dir={tmp_path / 'out'}"])
+    assert [r["key"] for r in rows] == ["BPR__seed2020", "BPR__seed2021", "KGAT__seed2020", "KGAT__seed2021"]
+    for row in rows[:3]:
+        assert row["now"] == pytest.approx(row["recorded"], abs=1.5e-4), row["key"]
+    assert rows[3]["now"] is None and rows[3]["checkpoint"] is None
+    table = (tmp_path / "out" / "reevaluated_BPR_KGAT.md").read_text()
+    assert "| KGAT__seed2021 | cpu | " in table and "| BPR | 2020,2021 | " in table
+    assert json.load(open(tmp_path / "out" / "reevaluated_BPR_KGAT.json"))[0]["key"] == "BPR__seed2020"
+    with pytest.raises(SystemExit, match="no runs/ folder"):
+        reevaluate.main([f"--results_dir={tmp_path / 'nowhere'}"])

@@ -105,9 +105,10 @@ def retest_run(results_dir, record, checkpoint, log=print):
     if differing:
         raise RetestMismatchError(
             f"{key}: {checkpoint} does not reproduce the run's test metrics ({'; '.join(differing[:4])}): it is "
-            f"not this run's best-epoch checkpoint, the data changed, or the run trained on another device "
-            f"(record: {record.get('device_name') or record.get('device')}; GPU kernels sum in another order); "
-            f"no top-K file written. Retest on that device, or run it again "
+            f"not this run's best-epoch checkpoint, the data changed, the run trained on another device "
+            f"(record: {record.get('device_name') or record.get('device')}; GPU kernels sum in another order), or "
+            f"the evaluation changed since (KGIN and MCCLK runs before 2026-12-05: recbole_mkg.compat's "
+            f"evaluation fixes; benchmarks/reevaluate.py shows both); no top-K file written. Run it again "
             f"(delete {os.path.join(results_dir, 'runs', key + '.json')})")
     path = recorder.save(topk_path(results_dir, key))
     log(f"[retest] {key}: test metrics reproduced from {checkpoint}; top-K lists written to {path}")

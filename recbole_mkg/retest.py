@@ -44,7 +44,7 @@ def find_checkpoint(results_dir, record):
     newest ``<model class>-*.pth`` in the run's ``checkpoint_dir`` or ``<results_dir>/checkpoints`` whose saved
     config equals the record's (seed included: one file per run; folders and device aside).
     """
-    from recbole_mkg.compat.safe_checkpoints import load_checkpoint
+    from recbole_mkg.compat.safe_checkpoints import CorruptCheckpointError, UntrustedCheckpointError, load_checkpoint
 
     named = record.get("checkpoint")
     if named:
@@ -57,7 +57,10 @@ def find_checkpoint(results_dir, record):
             folders.append(folder)
     candidates = [p for folder in folders for p in glob.glob(os.path.join(folder, f"{record['model_class']}-*.pth"))]
     for path in sorted(candidates, key=os.path.getmtime, reverse=True):
-        saved = load_checkpoint(path).get("config") or {}
+        try:
+            saved = load_checkpoint(path).get("config") or {}
+        except (CorruptCheckpointError, UntrustedCheckpointError):
+            continue  # another run's damaged or RecBole-format file: not this run's
         if _settings(saved.get("final_config") or {}) == _settings(record.get("config") or {}):
             return path
     return None

@@ -157,6 +157,7 @@ def test_missing_top_k_lists_come_back_from_the_checkpoints_as_the_runs_ranked_t
     del record["checkpoint"]
     record["config"]["checkpoint_dir"] = str(tmp_path / "moved")  # gone: <results_dir>/checkpoints is searched
     old_style.write_text(json.dumps(record))
+    (copy / "checkpoints" / "KGAT-damaged.pth").write_bytes(b"x")  # the newest candidate: skipped
     rows = run_recbole_mkg.main(["--breakdown", "--retest_missing", f"--results_dir={copy}"])
     for key in ("BPR__seed2021", "KGAT__seed2020"):
         again, saved = np.load(topk_path(str(copy), key)), np.load(topk_path(str(ran), key))

@@ -139,7 +139,8 @@ def main(argv=None):
     given = [f for f, v in (("--retest_missing", args.retest_missing), ("--group_features", args.group_features),
                             ("--item_groups", args.item_groups)) if v]
     if given and not args.breakdown:
-        raise SystemExit(f"{', '.join(given)} only go with --breakdown (add it, or leave them out)")
+        raise SystemExit(f"{', '.join(given)}: only with --breakdown (add it, or leave "
+                         f"{'them' if len(given) > 1 else 'it'} out)")
     if args.summarise or args.breakdown:  # no training: a results folder's runs, as they are
         flag = "--summarise" if args.summarise else "--breakdown"
         if not args.results_dir or not os.path.isdir(os.path.join(args.results_dir, "runs")):

@@ -135,7 +135,7 @@ def test_breakdown_leaves_out_runs_without_a_top_k_file_and_says_so(ran, tmp_pat
         os.remove(topk_path(str(copy), key))
     with pytest.raises(FileNotFoundError, match="no run has a top-K file"):
         run_recbole_mkg.main(["--breakdown", f"--results_dir={copy}"])
-    with pytest.raises(SystemExit, match="--retest_missing only go with --breakdown"):
+    with pytest.raises(SystemExit, match=r"--retest_missing: only with --breakdown \(add it, or leave it out\)"):
         run_recbole_mkg.main(["--summarise", "--retest_missing", f"--results_dir={copy}"])
     with pytest.raises(SystemExit, match="--breakdown needs --results_dir"):
         run_recbole_mkg.main(["--breakdown", f"--results_dir={tmp_path / 'nowhere'}"])

@@ -151,6 +151,14 @@ def load_data_and_model(model_file, trusted=False, config_dict=None):
         tuple: ``(config, model, dataset, train_data, valid_data, test_data)``.
     """
     checkpoint = load_checkpoint(model_file, map_location="cpu", trusted=trusted)
+    config, dataset, (train_data, valid_data, test_data), model, _ = restore(checkpoint, config_dict)
+    return config, model, dataset, train_data, valid_data, test_data
+
+
+def restore(checkpoint, config_dict=None):
+    """Config, dataset, split, model (the checkpoint's weights and caches loaded) and trainer of a loaded
+    checkpoint (:func:`recbole_mkg.compat.safe_checkpoints.load_checkpoint`); ``config_dict`` overrides the
+    saved config. Returns ``(config, dataset, (train, valid, test), model, trainer)``."""
     saved = checkpoint["config"]
     overrides = dict(saved["config_dict"])
     overrides.update(config_dict or {})
@@ -158,7 +166,7 @@ def load_data_and_model(model_file, trusted=False, config_dict=None):
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
     getLogger().info(config)
-    dataset, (train_data, valid_data, test_data), model, _ = build(config)
+    dataset, splits, model, trainer = build(config)
     model.load_state_dict(checkpoint["state_dict"])
     model.load_other_parameter(checkpoint.get("other_parameter"))
-    return config, model, dataset, train_data, valid_data, test_data
+    return config, dataset, splits, model, trainer

@@ -68,28 +68,23 @@ def find_checkpoint(results_dir, record):
 
 def evaluate_checkpoint(results_dir, checkpoint, record_topk=False):
     """The test metrics of ``checkpoint`` on its run's saved split (moved folders: ``<results_dir>/split``),
-    evaluated as the runner does (``trainer.evaluate(load_best_model=True)``). Returns ``(result, recorder)``:
-    metric -> value, and the :class:`TopKRecorder` that saw the ranking (None unless ``record_topk``)."""
-    from recbole.utils import init_logger, init_seed
-
+    its weights loaded as the runner's ``trainer.evaluate(load_best_model=True)`` loads them. Returns
+    ``(result, recorder)``: metric -> value, and the :class:`TopKRecorder` that saw the ranking (None unless
+    ``record_topk``)."""
     from recbole_mkg.compat.safe_checkpoints import load_checkpoint
-    from recbole_mkg.config import Config
-    from recbole_mkg.quick_start import build
+    from recbole_mkg.quick_start import restore
 
-    saved = load_checkpoint(checkpoint)["config"]
-    overrides = dict(saved["config_dict"])
+    state = load_checkpoint(checkpoint)
+    saved_data = str(state["config"]["config_dict"].get("data_path", ""))
     split = os.path.join(results_dir, "split")
-    if not os.path.isdir(str(overrides.get("data_path", ""))) and os.path.isdir(split):
+    overrides = {"show_progress": False, "state": "WARNING", "nproc": 1, "world_size": -1}
+    if not os.path.isdir(saved_data) and os.path.isdir(split):
         overrides["data_path"] = split  # the results folder moved: its own saved split
-    overrides.pop("local_rank", None)  # a DDP run's rank: evaluated again in one process
-    overrides.update(show_progress=False, state="WARNING", nproc=1, world_size=-1)
-    config = Config(model=saved["model"], dataset=saved["dataset"], config_dict=overrides)
-    init_seed(config["seed"], config["reproducibility"])
-    init_logger(config)
-    dataset, (_, _, test_data), _, trainer = build(config)
+    state["config"]["config_dict"].pop("local_rank", None)  # a DDP run's rank: evaluated again in one process
+    config, dataset, (_, _, test_data), _, trainer = restore(state, overrides)
     recorder = TopKRecorder(trainer, dataset, max(config["topk"])) if record_topk else None
     with recorder or contextlib.nullcontext():
-        result = trainer.evaluate(test_data, load_best_model=True, model_file=checkpoint, show_progress=False)
+        result = trainer.evaluate(test_data, load_best_model=False, show_progress=False)
     return {k: float(v) for k, v in dict(result).items()}, recorder
 
 

@@ -5,7 +5,8 @@ metrics: what a fix of the evaluation changes for runs made before it (e.g. the 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/reevaluate.py --results_dir=results/ml-1m-kg-e10-gpu --model=KGIN
 
 Writes ``reevaluated_<models>.json`` and ``.md`` into ``--out_dir`` (default: the results folder). A run
-whose checkpoint is not found is listed as such. The model selection (which epoch is best) stays the run's.
+whose checkpoint is not found or unreadable (damaged, or a RecBole-format file) is listed with the reason,
+and the others go on. The model selection (which epoch is best) stays the run's.
 """
 import argparse
 import os
@@ -19,19 +20,26 @@ METRICS = ("ndcg@20", "recall@20", "mrr@20", "hit@20")
 
 
 def reevaluate(results_dir, models=None, seeds=None, log=print):
-    """``[{"key", "model", "seed", "checkpoint", "recorded": {...}, "now": {...} or None}]`` per run."""
+    """``[{"key", "model", "seed", "checkpoint", "recorded": {...}, "now": {...} or None, "error": str or
+    None}]`` per run; a run whose checkpoint is missing or unreadable has ``now`` None and says why."""
     from recbole_mkg.results_report import load_records
-    from recbole_mkg.retest import evaluate_checkpoint, find_checkpoint
+    from recbole_mkg.retest import UNREADABLE_CHECKPOINT_ERRORS, evaluate_checkpoint, find_checkpoint
 
     records, _, _ = load_records(results_dir, models, seeds)
     rows = []
     for record in records:
         key = f"{record['model']}__seed{record['seed']}"
         checkpoint = find_checkpoint(results_dir, record)
-        now = evaluate_checkpoint(results_dir, checkpoint)[0] if checkpoint else None
+        now, error = None, None if checkpoint else "no checkpoint found"
+        if checkpoint:
+            try:
+                now = evaluate_checkpoint(results_dir, checkpoint)[0]
+            except UNREADABLE_CHECKPOINT_ERRORS as err:  # this run's file damaged: the other runs go on
+                error = str(err)
         rows.append({"key": key, "model": record["model"], "seed": record["seed"], "checkpoint": checkpoint,
-                     "device": record.get("device"), "recorded": record["test_result"], "now": now})
-        shown = "no checkpoint found" if now is None else \
+                     "device": record.get("device"), "recorded": record["test_result"], "now": now,
+                     "error": error})
+        shown = error if now is None else \
             ", ".join(f"{m} {record['test_result'][m]:.4f} -> {now[m]:.4f}" for m in METRICS if m in now)
         log(f"[reevaluate] {key}: {shown}")
     return rows
@@ -57,6 +65,9 @@ def write_report(rows, out_dir, name):
         now = row["now"] or {}
         lines.append(f"| {row['key']} | {row['device']} | " + " | ".join(
             f"{row['recorded'].get(m, float('nan')):.4f} | " + (f"{now[m]:.4f}" if m in now else "-") for m in METRICS) + " |")
+    failed = [f"* {row['key']}: {row['error']}" for row in rows if row.get("error")]
+    if failed:
+        lines += ["", "Not evaluated again (\"-\" above):", ""] + failed
     lines += ["", "Mean ± std over seeds:", "", "| model | seeds | " + " | ".join(f"{m} recorded | {m} now" for m in METRICS) + " |",
               "|---|---|" + "---|---|" * len(METRICS)]
     for model in dict.fromkeys(r["model"] for r in rows):

@@ -14,8 +14,10 @@ import glob
 import os
 
 from recbole_mkg.breakdown import TopKRecorder, topk_path
+from recbole_mkg.compat.safe_checkpoints import CorruptCheckpointError, UntrustedCheckpointError, load_checkpoint
 
-__all__ = ["find_checkpoint", "evaluate_checkpoint", "retest_run", "recover_topk", "RetestMismatchError"]
+__all__ = ["find_checkpoint", "evaluate_checkpoint", "retest_run", "recover_topk", "RetestMismatchError",
+           "UNREADABLE_CHECKPOINT_ERRORS"]
 
 # metrics are recorded rounded to RecBole's metric_decimal_place (4): a difference below this is rounding
 TOLERANCE = 1.5e-4
@@ -23,6 +25,10 @@ TOLERANCE = 1.5e-4
 
 class RetestMismatchError(RuntimeError):
     """The checkpoint does not reproduce the run's recorded test metrics."""
+
+
+#: what a run's own checkpoint raises when it cannot be evaluated again: listed per run, the others go on
+UNREADABLE_CHECKPOINT_ERRORS = (CorruptCheckpointError, UntrustedCheckpointError)
 
 
 def _run_key(record):
@@ -44,8 +50,6 @@ def find_checkpoint(results_dir, record):
     newest ``<model class>-*.pth`` in the run's ``checkpoint_dir`` or ``<results_dir>/checkpoints`` whose saved
     config equals the record's (seed included: one file per run; folders and device aside).
     """
-    from recbole_mkg.compat.safe_checkpoints import CorruptCheckpointError, UntrustedCheckpointError, load_checkpoint
-
     named = record.get("checkpoint")
     if named:
         for path in (os.path.join(results_dir, named), named):
@@ -58,8 +62,8 @@ def find_checkpoint(results_dir, record):
     candidates = [p for folder in folders for p in glob.glob(os.path.join(folder, f"{record['model_class']}-*.pth"))]
     for path in sorted(candidates, key=os.path.getmtime, reverse=True):
         try:
-            saved = load_checkpoint(path).get("config") or {}
-        except (CorruptCheckpointError, UntrustedCheckpointError):
+            saved = load_checkpoint(path, mmap=True).get("config") or {}  # the config only: tensors mapped
+        except UNREADABLE_CHECKPOINT_ERRORS:
             continue  # another run's damaged or RecBole-format file: not this run's
         if _settings(saved.get("final_config") or {}) == _settings(record.get("config") or {}):
             return path
@@ -71,7 +75,6 @@ def evaluate_checkpoint(results_dir, checkpoint, record_topk=False):
     its weights loaded as the runner's ``trainer.evaluate(load_best_model=True)`` loads them. Returns
     ``(result, recorder)``: metric -> value, and the :class:`TopKRecorder` that saw the ranking (None unless
     ``record_topk``)."""
-    from recbole_mkg.compat.safe_checkpoints import load_checkpoint
     from recbole_mkg.quick_start import restore
 
     state = load_checkpoint(checkpoint)
@@ -137,6 +140,8 @@ def recover_topk(results_dir, models=None, seeds=None, log=print):
             recovered.append(key)
         except RetestMismatchError as err:
             missing.append(str(err))
+        except UNREADABLE_CHECKPOINT_ERRORS as err:  # the run's named file damaged: the other runs go on
+            missing.append(f"{key}: {err}")
     for line in missing:
         log(f"[retest] left without a top-K file: {line}")
     return recovered, missing

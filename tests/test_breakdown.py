@@ -182,20 +182,24 @@ def test_a_checkpoint_that_does_not_reproduce_the_run_writes_nothing(ran, tmp_pa
     os.remove(copy / record["checkpoint"])
     record["config"]["checkpoint_dir"] = str(tmp_path / "moved")
     orphan.write_text(json.dumps(record))
-    for key in ("BPR__seed2021", "KGAT__seed2021"):
+    damaged = copy / json.load(open(copy / "runs" / "KGAT__seed2020.json"))["checkpoint"]
+    damaged.write_bytes(damaged.read_bytes()[: damaged.stat().st_size // 2])  # the run's own file, truncated
+    for key in ("BPR__seed2021", "KGAT__seed2020", "KGAT__seed2021"):
         os.remove(topk_path(str(copy), key))
     logs = []
     recovered, missing = recover_topk(str(copy), log=logs.append)
-    assert recovered == [] and len(missing) == 2
+    assert recovered == [] and len(missing) == 3  # each run listed with its reason; none stops the others
     assert re.search(r"BPR__seed2021: .*BPR-.*\.pth does not reproduce the run's test metrics \(.*recorded, .* now", missing[0])
-    assert missing[1].startswith("KGAT__seed2021: no checkpoint with this run's config")
+    assert re.search(r"KGAT__seed2020: .*KGAT-.*\.pth is not a readable PyTorch checkpoint", missing[1])
+    assert missing[2].startswith("KGAT__seed2021: no checkpoint with this run's config")
     assert not os.path.exists(topk_path(str(copy), "BPR__seed2021"))
-    assert sum("left without a top-K file" in line for line in logs) == 2
+    assert sum("left without a top-K file" in line for line in logs) == 3
 
 
 def test_reevaluating_a_folder_gives_each_runs_recorded_metrics_back(ran, tmp_path):
     """benchmarks/reevaluate.py: BPR and the KGAT port have no evaluation bug to fix, so their checkpoints
-    give their recorded test metrics again; a run whose checkpoint is gone is listed with none."""
+    give their recorded test metrics again; a run whose checkpoint is gone or damaged is listed with none and
+    its reason, and the others go on."""
     import shutil
 
     from benchmarks import reevaluate
@@ -206,13 +210,18 @@ def test_reevaluating_a_folder_gives_each_runs_recorded_metrics_back(ran, tmp_pa
     os.remove(copy / gone["checkpoint"])
     gone["config"]["checkpoint_dir"] = str(tmp_path / "moved")  # not the original folder's either
     (copy / "runs" / "KGAT__seed2021.json").write_text(json.dumps(gone))
+    damaged = copy / json.load(open(copy / "runs" / "KGAT__seed2020.json"))["checkpoint"]
+    damaged.write_bytes(b"")  # the run's own file, emptied
     rows = reevaluate.main([f"--results_dir={copy}", "--model=BPR,KGAT", f"--out_dir={tmp_path / 'out'}"])
     assert [r["key"] for r in rows] == ["BPR__seed2020", "BPR__seed2021", "KGAT__seed2020", "KGAT__seed2021"]
-    for row in rows[:3]:
-        assert row["now"] == pytest.approx(row["recorded"], abs=1.5e-4), row["key"]
-    assert rows[3]["now"] is None and rows[3]["checkpoint"] is None
+    for row in rows[:2]:
+        assert row["now"] == pytest.approx(row["recorded"], abs=1.5e-4) and row["error"] is None, row["key"]
+    assert rows[2]["now"] is None and rows[2]["checkpoint"] == str(damaged)
+    assert "is not a readable PyTorch checkpoint (0 bytes" in rows[2]["error"]
+    assert rows[3]["now"] is None and rows[3]["checkpoint"] is None and rows[3]["error"] == "no checkpoint found"
     table = (tmp_path / "out" / "reevaluated_BPR_KGAT.md").read_text()
     assert "| KGAT__seed2021 | cpu | " in table and "| BPR | 2020,2021 | " in table
+    assert "* KGAT__seed2020: " in table and "* KGAT__seed2021: no checkpoint found" in table
     assert json.load(open(tmp_path / "out" / "reevaluated_BPR_KGAT.json"))[0]["key"] == "BPR__seed2020"
     with pytest.raises(SystemExit, match="no runs/ folder"):
         reevaluate.main([f"--results_dir={tmp_path / 'nowhere'}"])

@@ -76,16 +76,25 @@ def _damaged_copies(tmp_path):
                   "damaged pickle": bytes(damaged_pickle)}
 
 
-@pytest.mark.parametrize("trusted", [False, True])
-def test_a_damaged_checkpoint_is_named_as_such_not_as_untrusted(tmp_path, trusted):
+@pytest.mark.parametrize("trusted,mmap", [(False, False), (True, False), (False, True)])
+def test_a_damaged_checkpoint_is_named_as_such_not_as_untrusted(tmp_path, trusted, mmap):
+    """Also when the tensors are mapped instead of read (``mmap=True``: how checkpoint searches read configs)."""
     data, damaged = _damaged_copies(tmp_path)
-    assert load_checkpoint(str(tmp_path / "good.pth"))["epoch"] == 3
+    good = load_checkpoint(str(tmp_path / "good.pth"), mmap=mmap)
+    assert good["epoch"] == 3 and torch.equal(good["state_dict"]["w"], torch.ones(4))
     for what, content in damaged.items():
         path = tmp_path / f"{what.replace(' ', '_')}.pth"
         path.write_bytes(content)
         with pytest.raises(CorruptCheckpointError, match=rf"{path.name} is not a readable PyTorch checkpoint "
                                                          rf"\({len(content)} bytes.*truncated or damaged"):
-            load_checkpoint(str(path), trusted=trusted)
+            load_checkpoint(str(path), trusted=trusted, mmap=mmap)
+
+
+def test_mapped_loading_reads_legacy_files_whole(tmp_path):
+    legacy = tmp_path / "legacy.pth"
+    torch.save({"epoch": 2, "w": torch.arange(3.0)}, legacy, _use_new_zipfile_serialization=False)
+    loaded = load_checkpoint(str(legacy), mmap=True)  # torch.load(mmap=True) refuses these: read whole
+    assert loaded["epoch"] == 2 and torch.equal(loaded["w"], torch.arange(3.0))
 
 
 def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):

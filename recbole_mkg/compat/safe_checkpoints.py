@@ -102,7 +102,7 @@ def atomic_torch_save(obj, path):
         torch.save(obj, f)
 
 
-def load_checkpoint(path, map_location="cpu", trusted=False):
+def load_checkpoint(path, map_location="cpu", trusted=False, mmap=False):
     """Load a checkpoint; the config comes back as plain data (see :func:`plain_config`).
 
     Args:
@@ -110,13 +110,16 @@ def load_checkpoint(path, map_location="cpu", trusted=False):
         map_location: as for ``torch.load``.
         trusted (bool): allow full unpickling, needed for RecBole-format checkpoints that pickle the
             ``Config`` class. Only for files you trust: unpickling can run arbitrary code.
+        mmap (bool): map the tensors' storage instead of reading it (torch zip archives; legacy files are
+            read whole): for a caller that reads only the config, e.g. when searching checkpoints.
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint file not found: {path}")
     if not _is_torch_file(path):
         raise _corrupt(path, "neither a torch zip archive nor a legacy torch pickle")
+    load_kwargs = {"map_location": map_location, "mmap": bool(mmap) and zipfile.is_zipfile(path)}
     try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+        checkpoint = torch.load(path, weights_only=True, **load_kwargs)
     except pickle.UnpicklingError as err:
         classes = _pickled_classes(path)
         if classes is False:
@@ -128,7 +131,7 @@ def load_checkpoint(path, map_location="cpu", trusted=False):
                 f"checkpoints do with their Config. Loading it can run code: if you trust the file, "
                 f"pass trusted=True (CLI: --trust_checkpoint=True)."
             ) from err
-        checkpoint = torch.load(path, map_location=map_location, weights_only=False)
+        checkpoint = torch.load(path, weights_only=False, **load_kwargs)
     except (EOFError, zipfile.BadZipFile, UnicodeDecodeError, ValueError) as err:
         raise _corrupt(path, f"reading it failed: {type(err).__name__} {err}".rstrip()) from err
     except RuntimeError as err:

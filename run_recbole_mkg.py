@@ -91,13 +91,15 @@ def parse_args(argv=None):
     tune.add_argument("--tune", type=str, default=None, help="search-space file (RecBole params syntax, YAML or JSON); with several models "
                       "or --seeds: the equal-budget comparison, a folder of <Model>.test files (or one file for all)")
     tune.add_argument("--num_samples", type=int, default=None, help="trials to sample (per grid point; default 10)")
-    tune.add_argument("--scheduler", type=str, default="asha", help="asha | fifo")
+    tune.add_argument("--scheduler", type=str, default=None, help="asha (default) | fifo; a resumed sweep keeps its own")
     tune.add_argument("--sampler", type=str, default=None,
                       help="random (Ray's draws; a single sweep's default) | stratified (one trial per stratum of "
                            "each continuous parameter, choices balanced; the equal-budget comparison's default)")
     tune.add_argument("--tune_seed", type=int, default=None, help="seed of the trials' draws (default 2020)")
-    tune.add_argument("--grace_period", type=int, default=1, help="ASHA: epochs before a trial may be stopped")
-    tune.add_argument("--reduction_factor", type=float, default=2, help="ASHA reduction factor")
+    tune.add_argument("--grace_period", type=int, default=None,
+                      help="ASHA: epochs every trial runs before it may be stopped (default 1)")
+    tune.add_argument("--reduction_factor", type=float, default=None,
+                      help="ASHA: 1/this of the trials at a rung go on (default 2)")
     tune.add_argument("--cpus_per_trial", type=float, default=1)
     tune.add_argument("--gpus_per_trial", type=float, default=0, help="fractional GPUs allowed, e.g. 0.5")
     tune.add_argument("--max_concurrent", type=int, default=None, help="trials running at once")

@@ -7,7 +7,9 @@
 #   * one configuration per model (default): LR (0.005) for every model, each model's own defaults otherwise;
 #   * TUNE=benchmarks/spaces: the equal tuning budget, NUM_SAMPLES (4) trials x EPOCHS per model on the
 #     validation split (ASHA), then every model's best configuration with SEEDS; CPUS_PER_TRIAL (1),
-#     GPUS_PER_TRIAL (0), RAY_ADDRESS (join a cluster), SAMPLER (stratified by default, or random).
+#     GPUS_PER_TRIAL (0), RAY_ADDRESS (join a cluster), SAMPLER (stratified by default, or random),
+#     GRACE_PERIOD (ASHA's epochs before a trial may be stopped; 1 by default; recorded per sweep, and a
+#     folder whose sweeps differ in it is marked NOT EQUAL under its table).
 #     LR is not passed: the sweep picks it.
 # CROSSGMMI_PRETRAINED: a CrossGMMI phase-1 file (made once by --train_stage=pretrain, docs/results.md);
 # CrossGMMI's sweep trials and seeds then fine-tune from it (train_stage: finetune) instead of each
@@ -53,6 +55,7 @@ run_comparison() {
                 --gpus_per_trial="${GPUS_PER_TRIAL:-0}")
         if [ -n "${RAY_ADDRESS:-}" ]; then budget+=(--ray_address="$RAY_ADDRESS"); fi
         if [ -n "${SAMPLER:-}" ]; then budget+=(--sampler="$SAMPLER"); fi
+        if [ -n "${GRACE_PERIOD:-}" ]; then budget+=(--grace_period="$GRACE_PERIOD"); fi
     fi
     # shellcheck disable=SC2086  # EXTRA is a list of flags
     exec "$PYTHON" run_recbole_mkg.py --model="$MODELS" --dataset="$dataset" --data_path="$DATA_PATH" \

@@ -423,7 +423,7 @@ def tune_and_compare(models, dataset, spaces, seeds=(2020,), config_file_list=No
     3. :func:`compare` runs every entry with its base model's best config (then the entry's own files from
        ``model_config_files``) for every seed.
 
-    The budget (trials x epoch cap, scheduler, spaces, trials each sweep really ran) goes to
+    The budget (trials x epoch cap, scheduler and its settings, spaces, trials each sweep really ran) goes to
     ``<results_dir>/tuning_budget.json`` and under the table. Returns :func:`compare`'s result.
     """
     from recbole_mkg.tune import start_ray
@@ -456,8 +456,7 @@ def tune_and_compare(models, dataset, spaces, seeds=(2020,), config_file_list=No
         earlier = record.get("models", {})
         for b in earlier.values():  # records from before the per-model number of trials
             b.setdefault("trials", record.get("trials_per_model"))
-    budget = {"trials_per_model": num_samples, "scheduler": tune_options.get("scheduler", "asha"),
-              "selection": "validation split of the saved split",
+    budget = {"trials_per_model": num_samples, "selection": "validation split of the saved split",
               "models": {m: b for m, b in earlier.items() if m not in base_models}}
     tuned_files = {}
     todo = [b for b in base_models if not os.path.isfile(os.path.join(tune_root, b, "best_config.yaml"))]
@@ -474,14 +473,7 @@ def tune_and_compare(models, dataset, spaces, seeds=(2020,), config_file_list=No
             import ray
 
             ray.shutdown()
-    for field, top, what in (("epochs_cap", "epochs_cap_per_trial", "epoch caps"),
-                             ("trials", "trials_per_model", "numbers of trials")):
-        values = {b.get(field) for b in budget["models"].values()}
-        budget[top] = values.pop() if len(values) == 1 else None
-        if budget[top] is None:
-            log(f"[tune+compare] WARNING: the models' {what} differ, so the tuning budget is not equal: "
-                + ", ".join(f"{m}: {b.get(field)}" for m, b in budget["models"].items()))
-    atomic_write_json(budget_path, budget)
+    atomic_write_json(budget_path, summarise_budget(budget, log))
 
     # a base model: its own files (already used by its sweep), then its tuned values; a variant: its base
     # model's tuned values, then the variant's files (e.g. modalities: [text]), which win
@@ -490,6 +482,25 @@ def tune_and_compare(models, dataset, spaces, seeds=(2020,), config_file_list=No
     return compare(models, dataset, seeds=seeds, config_file_list=config_file_list, config_dict=shared,
                    results_dir=results_dir, model_config_files=per_entry, split_seed=split_seed, timeout=timeout,
                    jobs=jobs, log=log)
+
+
+def summarise_budget(budget, log=print):
+    """Fill ``budget``'s totals from its per-model sweeps and return it: ``epochs_cap_per_trial``,
+    ``trials_per_model`` (None when the models' differ) and ``scheduler`` with ``scheduler_equal`` (the
+    scheduler is None also when no sweep recorded it). Each difference is logged as a warning: the budget is
+    then not equal."""
+    for field, top, what in (("epochs_cap", "epochs_cap_per_trial", "epoch caps"),
+                             ("trials", "trials_per_model", "numbers of trials"),
+                             ("scheduler", "scheduler", "schedulers or their settings")):
+        values = {json.dumps(b.get(field), sort_keys=True) for b in budget["models"].values()}
+        equal = len(values) == 1
+        budget[top] = json.loads(values.pop()) if equal else None
+        if field == "scheduler":
+            budget["scheduler_equal"] = equal
+        if not equal:
+            log(f"[tune+compare] WARNING: the models' {what} differ, so the tuning budget is not equal: "
+                + ", ".join(f"{m}: {b.get(field)}" for m, b in budget["models"].items()))
+    return budget
 
 
 def _tuned_config(base, dataset, space, num_samples, tune_root, budget, files, on_split, tune_options, log):
@@ -522,6 +533,7 @@ def _tuned_config(base, dataset, space, num_samples, tune_root, budget, files, o
     budget["models"][base] = {"space": space, "epochs_cap": cap, "trials_run": trials_run,
                               "trials": record.get("num_samples", trials_run if num_samples is None else num_samples),
                               "sampler": record.get("sampler"),
+                              "scheduler": record.get("scheduler"),  # None: a sweep from before the record
                               "best_config": best, "best_valid": best_info.get("best_valid"),
                               "best_params": best_info.get("params")}
     return best

@@ -11,6 +11,7 @@ import math
 import os
 
 from recbole_mkg.atomic_io import atomic_open, atomic_write_text
+from recbole_mkg.tune import describe_scheduler
 from recbole_mkg.utils import model_of
 
 HEADLINE_METRICS = [f"{m}@{k}" for m in ("recall", "mrr", "ndcg", "hit") for k in (10, 20)]
@@ -23,12 +24,18 @@ def budget_lines(results_dir, models):
     with open(path, encoding="utf-8") as f:
         budget = json.load(f)
     cap, trials = budget.get("epochs_cap_per_trial"), budget.get("trials_per_model")
-    equal = "equal for every model" if cap is not None and trials is not None else "NOT EQUAL"
+    scheduler_equal = budget.get("scheduler_equal", True)
+    equal = "equal for every model" if cap is not None and trials is not None and scheduler_equal else "NOT EQUAL"
+    scheduler = budget.get("scheduler")
+    if isinstance(scheduler, str):  # folders written before the per-sweep record: the sitting's flag
+        scheduler = f"{scheduler.upper()} (settings not recorded)"
+    else:
+        scheduler = describe_scheduler(scheduler) if scheduler_equal else "UNEQUAL schedulers"
     lines = ["", f"Tuning budget ({equal}): {trials if trials is not None else 'UNEQUAL'} trials x "
-                 f"{cap if cap is not None else 'UNEQUAL'} epochs per trial, {budget['scheduler']} scheduler, "
+                 f"{cap if cap is not None else 'UNEQUAL'} epochs per trial, scheduler {scheduler}, "
                  f"selection on the {budget['selection']}; each entry runs its base model's best config.", "",
-             "| model | trials run | epoch cap | sampler | best valid | best params | search space |",
-             "|---|---|---|---|---|---|---|"]
+             "| model | trials run | epoch cap | sampler | scheduler | best valid | best params | search space |",
+             "|---|---|---|---|---|---|---|---|"]
     for base, b in budget["models"].items():
         if not any(model_of(m) == base for m in models):
             continue
@@ -36,8 +43,8 @@ def budget_lines(results_dir, models):
         valid = f"{valid:.4f}" if isinstance(valid, (int, float)) else "-"
         params = ", ".join(f"{k}={_short(v)}" for k, v in sorted((b.get("best_params") or {}).items()))
         sampler = b.get("sampler") or "random (not recorded)"
-        lines.append(f"| {base} | {b.get('trials_run')} | {b['epochs_cap']} | {sampler} | {valid} | {params} | "
-                     f"{os.path.basename(b['space'])} |")
+        lines.append(f"| {base} | {b.get('trials_run')} | {b['epochs_cap']} | {sampler} | "
+                     f"{describe_scheduler(b.get('scheduler'))} | {valid} | {params} | {os.path.basename(b['space'])} |")
     return lines
 
 

@@ -285,7 +285,7 @@ def start_ray(ray_address=None, num_cpus=None, gpus_per_trial=0):
 
 
 def run_tune(model, dataset, space_file, config_file_list=None, config_dict=None, num_samples=None,
-             scheduler="asha", grace_period=1, reduction_factor=2, cpus_per_trial=1, gpus_per_trial=0,
+             scheduler=None, grace_period=None, reduction_factor=None, cpus_per_trial=1, gpus_per_trial=0,
              max_concurrent=None, ray_address=None, tune_dir=None, name=None, resume=True, num_cpus=None,
              sampler=None, tune_seed=None, trial_retries=0, log=print):
     """Run (or resume) a sweep; write the trial table, the best config and its test metrics.
@@ -303,6 +303,10 @@ def run_tune(model, dataset, space_file, config_file_list=None, config_dict=None
             one of them given with another value raises a ``ValueError`` instead of being ignored.
         scheduler (str): ``asha`` (default: stops trials whose validation metric lags, checked after
             every epoch) or ``fifo`` (every trial runs to its end).
+        grace_period (int), reduction_factor (float): ASHA's (default 1 epoch and 2): a trial runs at least
+            ``grace_period`` epochs; at each rung (grace_period x reduction_factor^k epochs) only the best
+            1/reduction_factor of the trials that reached it go on. Recorded in ``sweep.json`` with the
+            scheduler; a resumed sweep keeps them, and one given with another value raises ``ValueError``.
         cpus_per_trial, gpus_per_trial (float): resources per trial; GPUs may be fractional (0.5: two
             trials share a GPU).
         max_concurrent (int): trials running at once (default: as many as the resources allow).
@@ -343,11 +347,13 @@ def run_tune(model, dataset, space_file, config_file_list=None, config_dict=None
     os.makedirs(storage, exist_ok=True)
 
     restoring = resume and tune.Tuner.can_restore(path)
-    if restoring:  # a resumed sweep keeps its own sampler and trials; asking for others is an error
+    if restoring:  # a resumed sweep keeps its own sampler, trials and scheduler; asking for others is an error
         record = read_sweep_record(path) or {"sampler": "random"}  # no record: from before it, Ray's draws
-        _check_resumed(record, path, num_samples=num_samples, sampler=sampler, tune_seed=tune_seed)
+        _check_resumed(record, path, num_samples=num_samples, sampler=sampler, tune_seed=tune_seed,
+                       scheduler=scheduler, grace_period=grace_period, reduction_factor=reduction_factor)
     else:
         record = _new_sweep_record(space, num_samples, sampler, tune_seed)
+        record["scheduler"] = scheduler_record(scheduler, grace_period, reduction_factor, max_epochs)
     points = record.get("points")
     started = start_ray(ray_address, num_cpus, gpus_per_trial)
     try:
@@ -361,14 +367,13 @@ def run_tune(model, dataset, space_file, config_file_list=None, config_dict=None
             if max_concurrent is not None:
                 _limit_restored_sweep(tuner, max_concurrent, log)
         else:
-            if scheduler == "asha":
+            chosen = record["scheduler"]
+            if chosen["name"] == "asha":
                 # time_attr "epoch": the trial's final (test) report keeps the last epoch, max_t beyond it
-                sched = ASHAScheduler(time_attr=EPOCH, max_t=max_epochs + 1, grace_period=grace_period,
-                                      reduction_factor=reduction_factor)
-            elif scheduler == "fifo":
-                sched = FIFOScheduler()
+                sched = ASHAScheduler(time_attr=EPOCH, max_t=max_epochs + 1, grace_period=chosen["grace_period"],
+                                      reduction_factor=chosen["reduction_factor"])
             else:
-                raise ValueError(f"--scheduler={scheduler!r}: use asha or fifo")
+                sched = FIFOScheduler()
             if points is None:
                 param_space, trials = space, record["num_samples"]
             else:  # the fixed values, and the index of the stratified trial
@@ -420,7 +425,7 @@ def _limit_restored_sweep(tuner, max_concurrent, log):
     log(f"[tune] resumed sweep: at most {limit} trials at once")
 
 
-#: the sweep's sampler, seed and (stratified) trials, in its folder: a resumed sweep reads them back
+#: the sweep's sampler, seed, (stratified) trials and scheduler, in its folder: a resumed sweep reads them back
 SWEEP_RECORD = "sweep.json"
 
 
@@ -431,7 +436,8 @@ def _is_tuned(value):
 
 
 def read_sweep_record(sweep_dir):
-    """The sweep's ``sweep.json`` (sampler, seed, num_samples, stratified trials); ``{}`` when it has none
+    """The sweep's ``sweep.json`` (sampler, seed, num_samples, stratified trials, scheduler: the scheduler
+    only for sweeps since 2026-12-05); ``{}`` when it has none
     (a sweep from before the record, or none yet)."""
     path = os.path.join(sweep_dir, SWEEP_RECORD)
     if not os.path.isfile(path):
@@ -444,10 +450,51 @@ def read_sweep_record(sweep_dir):
                          f"again") from err
 
 
+SCHEDULERS = ("asha", "fifo")
+
+
+def scheduler_record(scheduler=None, grace_period=None, reduction_factor=None, max_epochs=None):
+    """A new sweep's scheduler and its settings, checked: ``{"name": "asha", "grace_period": int,
+    "reduction_factor": float}`` (defaults 1 and 2) or ``{"name": "fifo"}``. ``max_epochs``: the trials'
+    epoch cap, which a grace period may not exceed."""
+    name = scheduler or "asha"
+    if name not in SCHEDULERS:
+        raise ValueError(f"--scheduler={name!r}: use one of {', '.join(SCHEDULERS)}")
+    if name == "fifo":
+        given = [f"--{k}={v}" for k, v in (("grace_period", grace_period), ("reduction_factor", reduction_factor))
+                 if v is not None]
+        if given:
+            raise ValueError(f"{' and '.join(given)}: ASHA's settings, but --scheduler=fifo runs every trial to "
+                             f"its end; drop them or use --scheduler=asha")
+        return {"name": "fifo"}
+    grace = 1 if grace_period is None else grace_period
+    factor = 2.0 if reduction_factor is None else float(reduction_factor)
+    if isinstance(grace, bool) or not isinstance(grace, int) or grace < 1:
+        raise ValueError(f"--grace_period={grace!r}: a whole number of epochs, at least 1")
+    if max_epochs is not None and grace > max_epochs:
+        raise ValueError(f"--grace_period={grace} is more than the trials' epoch cap ({max_epochs}, config "
+                         f"'epochs'): ASHA could never stop a trial; lower it, or use --scheduler=fifo")
+    if not factor > 1:
+        raise ValueError(f"--reduction_factor={reduction_factor!r}: must be above 1 (2 keeps half of the trials "
+                         f"at each rung)")
+    return {"name": "asha", "grace_period": grace, "reduction_factor": factor}
+
+
+def describe_scheduler(record):
+    """``sweep.json``'s scheduler in words, for tables ("not recorded" for sweeps made before the record)."""
+    if not record:
+        return "not recorded"
+    if record["name"] == "fifo":
+        return "FIFO (every trial to its cap)"
+    return f"ASHA (grace period {record['grace_period']} epochs, reduction factor {record['reduction_factor']:g})"
+
+
 def _check_resumed(record, path, **asked):
     """Raise when a flag given for a resumed sweep (not None) differs from what its record says."""
+    scheduler = record.get("scheduler") or {}
     recorded = {"num_samples": record.get("num_samples"), "sampler": record.get("sampler"),
-                "tune_seed": record.get("seed")}
+                "tune_seed": record.get("seed"), "scheduler": scheduler.get("name"),
+                "grace_period": scheduler.get("grace_period"), "reduction_factor": scheduler.get("reduction_factor")}
     clashes = [f"--{flag}={value} (recorded: {recorded[flag]})" for flag, value in asked.items()
                if value is not None and recorded[flag] is not None and value != recorded[flag]]
     if clashes:

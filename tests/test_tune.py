@@ -71,6 +71,11 @@ def test_two_trial_sweep_on_cpu_records_failure_and_resumes(local_ray, tiny_root
     from recbole_mkg.config import Config
 
     assert Config("BPR", "mkg-tiny", config_file_list=[out["best_config"]])["embedding_size"] == 8
+    assert json.load(open(f"{out['path']}/sweep.json"))["scheduler"] == {"name": "asha", "grace_period": 1,
+                                                                          "reduction_factor": 2.0}
+    with pytest.raises(ValueError, match=re.escape("--grace_period=2 (recorded: 1)")):  # resumed: its own
+        run_tune("BPR", "mkg-tiny", str(space), config_dict=config, grace_period=2, tune_dir=str(tmp_path / "tune"),
+                 num_cpus=2, log=logs.append)
     # running the same sweep again restores it: nothing is rerun
     again = run_tune("BPR", "mkg-tiny", str(space), config_dict=config, num_samples=1, max_concurrent=1,
                      tune_dir=str(tmp_path / "tune"), num_cpus=2, log=logs.append)
@@ -121,7 +126,9 @@ def test_equal_budget_comparison_tunes_every_model_on_the_split_then_runs_the_be
     assert records["BPR"]["config"]["learning_rate"] == budget["models"]["BPR"]["best_params"]["learning_rate"]
     table = open(out / "results.md").read()
     assert "Tuning budget (equal for every model): 2 trials x 2 epochs per trial" in table
-    assert "| KGAT | 2 | 2 | stratified |" in table
+    assert "| KGAT | 2 | 2 | stratified | FIFO (every trial to its cap) |" in table
+    assert "2 epochs per trial, scheduler FIFO (every trial to its cap)," in table
+    assert budget["scheduler"] == {"name": "fifo"} and budget["scheduler_equal"]
     kgat_trials = open(out / "tune" / "KGAT" / "trials.csv").read()
     assert "[16]" in kgat_trials and "[16, 8]" in kgat_trials
     # a second sitting reuses the sweeps and the runs; a sweep folder without its best.json (made or edited
@@ -137,7 +144,7 @@ def test_equal_budget_comparison_tunes_every_model_on_the_split_then_runs_the_be
     assert any("best.json is missing" in line and "KGAT" in line for line in logs)
     budget = json.load(open(out / "tuning_budget.json"))
     assert budget["models"]["KGAT"]["best_valid"] is None and budget["models"]["BPR"]["best_valid"] is not None
-    assert "| KGAT | 2 | 2 | stratified | - |" in open(out / "results.md").read()
+    assert "| KGAT | 2 | 2 | stratified | FIFO (every trial to its cap) | - |" in open(out / "results.md").read()
     # a third sitting with one model keeps the other's record: the budget is the folder's, not the sitting's
     tune_and_compare(["BPR"], "mkg-tiny", str(spaces), seeds=[2020], config_dict=_shared(tiny_root, epochs=2),
                      results_dir=str(out), num_samples=2, tune_options={"num_cpus": 2}, log=logs.append)
@@ -226,6 +233,7 @@ def test_stratified_sweep_runs_its_trials_and_keeps_them_when_resumed(local_ray,
     assert all(t["status"] == "finished" for t in out["trials"])
     record = json.load(open(f"{out['path']}/sweep.json"))
     assert record["sampler"] == "stratified" and record["seed"] == 11 and len(record["points"]) == 2
+    assert record["scheduler"] == {"name": "fifo"}
     assert yaml.safe_load(open(out["best_config"]))["learning_rate"] in {p["learning_rate"] for p in expected}
     logs = []  # resumed without the flags: the sweep keeps its own sampler, seed and trials
     again = run_tune("BPR", "mkg-tiny", str(space), config_dict=config, tune_dir=str(tmp_path / "tune"),
@@ -235,7 +243,8 @@ def test_stratified_sweep_runs_its_trials_and_keeps_them_when_resumed(local_ray,
     # resumed with flags that contradict the record: an error that names them, never a silent switch
     for clash, shown in (({"sampler": "random"}, "--sampler=random (recorded: stratified)"),
                          ({"tune_seed": 1}, "--tune_seed=1 (recorded: 11)"),
-                         ({"num_samples": 4}, "--num_samples=4 (recorded: 2)")):
+                         ({"num_samples": 4}, "--num_samples=4 (recorded: 2)"),
+                         ({"scheduler": "asha"}, "--scheduler=asha (recorded: fifo)")):
         with pytest.raises(ValueError, match=re.escape(shown) + r".*sweep.json|sweep.json.*" + re.escape(shown)):
             run_tune("BPR", "mkg-tiny", str(space), config_dict=config, tune_dir=str(tmp_path / "tune"),
                      num_cpus=2, log=lambda _: None, **clash)
@@ -267,7 +276,11 @@ def test_cli_hands_the_sampler_to_the_sweep_and_the_comparison(monkeypatch):
     # unset: None, which a new sweep reads as Ray's draws with seed 2020 and a resumed one as its record's
     assert calls["sweep"]["sampler"] is None and calls["sweep"]["tune_seed"] is None
     assert calls["sweep"]["num_samples"] == 3
-    run_recbole_mkg.main(["--model=BPR,KGAT", "--tune=spaces", "--sampler=stratified", "--tune_seed=5"])
+    # the scheduler's settings too: a new sweep's defaults, a resumed sweep's record
+    assert calls["sweep"]["scheduler"] is None and calls["sweep"]["grace_period"] is None
+    run_recbole_mkg.main(["--model=BPR,KGAT", "--tune=spaces", "--sampler=stratified", "--tune_seed=5",
+                          "--grace_period=3"])
+    assert calls["compare"]["tune_options"]["grace_period"] == 3
     assert calls["compare"]["tune_options"]["sampler"] == "stratified"
     assert calls["compare"]["tune_options"]["tune_seed"] == 5
     assert calls["compare"]["num_samples"] is None  # unset: an interrupted sweep resumes with its record's
@@ -464,3 +477,43 @@ def test_a_trial_whose_worker_dies_goes_on_from_its_last_epoch(tiny_root, tmp_pa
     assert restarts[1] > 2  # went on after the checkpointed epochs, not from epoch 1
     epochs = [r["epoch"] for r in rows if not r.get("finished")]
     assert epochs[-1] == 60 and len(epochs) - len(set(epochs)) <= 2  # at most the epochs after the checkpoint again
+
+
+def test_scheduler_settings_are_checked_and_recorded():
+    from recbole_mkg.tune import describe_scheduler, scheduler_record
+
+    assert scheduler_record() == {"name": "asha", "grace_period": 1, "reduction_factor": 2.0}
+    assert scheduler_record("asha", 3, 3, max_epochs=20) == {"name": "asha", "grace_period": 3, "reduction_factor": 3.0}
+    assert scheduler_record("fifo") == {"name": "fifo"}
+    assert describe_scheduler(scheduler_record(grace_period=3)) == "ASHA (grace period 3 epochs, reduction factor 2)"
+    assert describe_scheduler(None) == "not recorded"
+    for bad, message in ((dict(scheduler="hyperband"), "--scheduler='hyperband': use one of asha, fifo"),
+                         (dict(scheduler="fifo", grace_period=3), "--grace_period=3: ASHA's settings, but --scheduler=fifo"),
+                         (dict(grace_period=0), "--grace_period=0: a whole number of epochs, at least 1"),
+                         (dict(grace_period=25, max_epochs=20), "--grace_period=25 is more than the trials' epoch cap (20"),
+                         (dict(reduction_factor=1), "--reduction_factor=1: must be above 1")):
+        with pytest.raises(ValueError, match=re.escape(message)):
+            scheduler_record(**bad)
+
+
+def test_a_budget_whose_sweeps_had_other_scheduler_settings_is_not_equal(tmp_path):
+    """Sweeps of one folder made in several sittings: a grace period changed between them makes the budget
+    unequal, said in the log and under the table, not hidden behind equal trials x epochs."""
+    from recbole_mkg.compare import summarise_budget
+    from recbole_mkg.results_report import budget_lines
+
+    def sweep(grace):
+        return {"space": "x.test", "epochs_cap": 20, "trials": 4, "trials_run": 4, "sampler": "stratified",
+                "scheduler": {"name": "asha", "grace_period": grace, "reduction_factor": 2.0}}
+
+    logs = []
+    budget = summarise_budget({"selection": "validation", "models": {"BPR": sweep(1), "KGAT": sweep(3)}}, logs.append)
+    assert budget["epochs_cap_per_trial"] == 20 and budget["trials_per_model"] == 4
+    assert budget["scheduler"] is None and budget["scheduler_equal"] is False
+    assert len(logs) == 1 and "schedulers or their settings differ" in logs[0] and "'grace_period': 3" in logs[0]
+    (tmp_path / "tuning_budget.json").write_text(json.dumps(budget))
+    text = "\n".join(budget_lines(str(tmp_path), ["BPR", "KGAT"]))
+    assert "Tuning budget (NOT EQUAL): 4 trials x 20 epochs per trial, scheduler UNEQUAL schedulers" in text
+    assert "| KGAT | 4 | 20 | stratified | ASHA (grace period 3 epochs, reduction factor 2) |" in text
+    same = summarise_budget({"selection": "validation", "models": {"BPR": sweep(3), "KGAT": sweep(3)}}, logs.append)
+    assert same["scheduler"] == sweep(3)["scheduler"] and same["scheduler_equal"] and len(logs) == 1

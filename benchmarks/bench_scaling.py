@@ -46,9 +46,11 @@ class _FakeDataset:
         tail = rng.integers(0, n_entities, n_kg)
         rel = rng.integers(1, n_relations, n_kg)
         n = n_users + n_entities
+        # relation ids as RecBole numbers them: KG relations and their inverses, [UI-Relation] the last
+        self.relation_num = 2 * n_relations + 1
         self.row = np.concatenate([users, n_users + items, n_users + head, n_users + tail])
         self.col = np.concatenate([n_users + items, users, n_users + tail, n_users + head])
-        self.rel = np.concatenate([np.zeros(2 * n_inter, dtype=np.int64), rel, rel + n_relations])
+        self.rel = np.concatenate([np.full(2 * n_inter, self.relation_num - 1, dtype=np.int64), rel, rel + n_relations])
         self.shape = (n, n)
 
     def ckg_graph(self, form="coo", value_field=None):
@@ -94,8 +96,8 @@ def child(size, steps, views, device, sample_sizes=None, profile_to=None):
     n_nodes = ckg.n_nodes
     embeddings = [torch.nn.Parameter(torch.randn(n_nodes, d, device=device) * 0.1) for _ in range(views)]
     props = [KnowledgePropagation(d, layers, 0.1, "bi").to(device) for _ in range(views)]
-    relation = torch.nn.Parameter(torch.randn(40, d, device=device) * 0.1)
-    trans_w = torch.nn.Parameter(torch.randn(40, d, d, device=device) * 0.1)
+    relation = torch.nn.Parameter(torch.randn(data.relation_num, d, device=device) * 0.1)
+    trans_w = torch.nn.Parameter(torch.randn(data.relation_num, d, d, device=device) * 0.1)
     params = embeddings + [p for m in props for p in m.parameters()]
     optimizer = torch.optim.Adam(params, lr=1e-3)
     adjacency = ckg.adjacency(ckg.init_weight)

@@ -50,3 +50,21 @@ def test_benchmark_config_overrides_are_typed_as_recbole_reads_them():
     assert config_overrides(unknown) == {"learning_rate": 0.01, "layers": [32, 16], "show_progress": False,
                                          "name": "a=b"}
     assert config_overrides(unknown, typed=False)["learning_rate"] == "0.01"  # passed on to a child as given
+
+
+@pytest.mark.parametrize("sampled", [False, True])
+def test_scaling_benchmark_times_every_size_and_view_count(tmp_path, sampled):
+    """Each size runs in its own child process on the generated CKG (full graph, or with
+    ``--sample_sizes`` each batch's sampled receptive field); a child that fails is recorded as such, so this
+    checks that none did (the generated dataset must offer what CollaborativeKG reads)."""
+    from benchmarks import bench_scaling
+
+    args = ["--sizes=1e3", "--steps=1", "--view_counts=1,2", f"--out_dir={tmp_path}"]
+    assert bench_scaling.main(args + (["--sample_sizes=4,4,4"] if sampled else [])) == 0
+    name = "scaling_sampled_cpu" if sampled else "scaling_cpu"
+    rows = json.load(open(tmp_path / f"{name}.json"))["rows"]
+    assert [(r["size"], r["views"]) for r in rows] == [(1000, 1), (1000, 2)]
+    for row in rows:
+        assert row["capped"] is None, row["capped"]
+        assert row["ckg_edges"] == 4000 and row["step_s"] > 0 and row["attention_s"] > 0 and row["peak_rss_mb"] > 0
+    assert "| 1,000 | 4,000 | Multi-KG4Rec (2 views) |" in (tmp_path / f"{name}.md").read_text()

@@ -1,5 +1,6 @@
 """Benchmark scripts run end to end at toy sizes (their figures are not asserted: they are benchmarks)."""
 import json
+import os
 
 import pytest
 
@@ -68,3 +69,23 @@ def test_scaling_benchmark_times_every_size_and_view_count(tmp_path, sampled):
         assert row["capped"] is None, row["capped"]
         assert row["ckg_edges"] == 4000 and row["step_s"] > 0 and row["attention_s"] > 0 and row["peak_rss_mb"] > 0
     assert "| 1,000 | 4,000 | Multi-KG4Rec (2 views) |" in (tmp_path / f"{name}.md").read_text()
+
+
+@pytest.mark.shared_data
+def test_ml1m_benchmark_times_both_models_on_the_real_graph(tmp_path):
+    """The ML-1M benchmark end to end at its smallest (one batch, one round; about 2 CPU minutes): the script
+    a lent GPU runs first, so it must not have rotted when one comes."""
+    from benchmarks import bench_ml1m
+    from tests.conftest import shared_dataset
+
+    data_path = os.path.dirname(shared_dataset("ml-1m-kg"))
+    assert bench_ml1m.main([f"--data_path={data_path}", "--batches=1", "--rounds=1", "--eval_repeats=1",
+                            "--skip_memory", "--skip_profile", "--models=KGAT,MultiKG4Rec",
+                            f"--out_dir={tmp_path}"]) == 0
+    record = json.load(open(tmp_path / "ml1m_cpu.json"))
+    for name in ("KGAT", "MultiKG4Rec"):
+        model = record["models"][name]
+        assert model["ckg_edges"] == 1528850 and model["items"] == 2924 and model["train_batches_per_epoch"] == 359
+        assert model["train_s_per_bpr_batch (median round)"] > 0 and model["full_ranking_eval_s"] > 0
+    assert record["synthetic_features"] and record["ratio_train_batch"] is not None
+    assert "| train s / BPR batch (median) |" in (tmp_path / "ml1m_cpu.md").read_text()

@@ -229,17 +229,20 @@ def _reference_gat_layer(layer, x, relation_embedding, edges):
     return torch.nn.functional.elu(out.view(n, -1)) + x
 
 
-def test_gat_layer_equals_its_edgewise_equations():
-    """The per-node scoring of the attention logits is a re-association, not a change of the model."""
+@pytest.mark.parametrize("n_rel,group_relations", [(5, None), (300, None), (5, False), (300, True)])
+def test_gat_layer_equals_its_edgewise_equations(n_rel, group_relations):
+    """The per-node scoring of the attention logits and the relation term summed per (head, relation) are
+    re-associations, not a change of the model. By size (None), 5 relations group the relation term
+    (n * R <= E * d_head) and 300 sum it edge by edge; forced either way, the same values."""
     from recbole_mkg.model.graph_encoder import RelationalGATLayer
 
     torch.manual_seed(0)
     layer = RelationalGATLayer(16, n_heads=4).eval()
-    n, n_rel, n_edges = 30, 5, 200
+    n, n_edges = 30, 200
     edges = (torch.randint(0, n, (n_edges,)), torch.randint(0, n, (n_edges,)), torch.randint(0, n_rel, (n_edges,)))
     x = torch.randn(n, 16, requires_grad=True)
     rel = torch.randn(n_rel, 16, requires_grad=True)
-    got = layer(x, rel, edges)
+    got = layer(x, rel, edges, group_relations=group_relations)
     grads = torch.autograd.grad(got.square().sum(), [x, rel, layer.att_head, layer.att_message, layer.lin.weight])
     want = _reference_gat_layer(layer, x, rel, edges)
     want_grads = torch.autograd.grad(want.square().sum(), [x, rel, layer.att_head, layer.att_message, layer.lin.weight])

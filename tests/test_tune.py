@@ -488,9 +488,11 @@ def test_scheduler_settings_are_checked_and_recorded():
     assert describe_scheduler(scheduler_record(grace_period=3)) == "ASHA (grace period 3 epochs, reduction factor 2)"
     assert describe_scheduler(None) == "not recorded"
     for bad, message in ((dict(scheduler="hyperband"), "--scheduler='hyperband': use one of asha, fifo"),
-                         (dict(scheduler="fifo", grace_period=3), "--grace_period=3: ASHA's settings, but --scheduler=fifo"),
+                         (dict(scheduler="fifo", grace_period=3),
+                          "--grace_period=3: ASHA's settings, but --scheduler=fifo"),
                          (dict(grace_period=0), "--grace_period=0: a whole number of epochs, at least 1"),
-                         (dict(grace_period=25, max_epochs=20), "--grace_period=25 is more than the trials' epoch cap (20"),
+                         (dict(grace_period=25, max_epochs=20),
+                          "--grace_period=25 is more than the trials' epoch cap (20"),
                          (dict(reduction_factor=1), "--reduction_factor=1: must be above 1")):
         with pytest.raises(ValueError, match=re.escape(message)):
             scheduler_record(**bad)

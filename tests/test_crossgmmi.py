@@ -229,26 +229,54 @@ def _reference_gat_layer(layer, x, relation_embedding, edges):
     return torch.nn.functional.elu(out.view(n, -1)) + x
 
 
+@pytest.mark.parametrize("aggregation", ["sparse", "edgewise"])
 @pytest.mark.parametrize("n_rel,group_relations", [(5, None), (300, None), (5, False), (300, True)])
-def test_gat_layer_equals_its_edgewise_equations(n_rel, group_relations):
-    """The per-node scoring of the attention logits and the relation term summed per (head, relation) are
-    re-associations, not a change of the model. By size (None), 5 relations group the relation term
-    (n * R <= E * d_head) and 300 sum it edge by edge; forced either way, the same values."""
+def test_gat_layer_equals_its_edgewise_equations(n_rel, group_relations, aggregation):
+    """The per-node scoring of the attention logits, the CSR products of the sparse aggregation and the
+    relation term summed per (head, relation) are re-associations, not a change of the model. By size (None),
+    5 relations group the relation term (n * R <= E * d_head) and 300 sum it edge by edge; forced either way,
+    the same values. The random edges repeat some (head, tail) pairs and leave some nodes without edges."""
     from recbole_mkg.model.graph_encoder import RelationalGATLayer
 
     torch.manual_seed(0)
     layer = RelationalGATLayer(16, n_heads=4).eval()
     n, n_edges = 30, 200
-    edges = (torch.randint(0, n, (n_edges,)), torch.randint(0, n, (n_edges,)), torch.randint(0, n_rel, (n_edges,)))
+    edges = (torch.randint(0, n - 3, (n_edges,)), torch.randint(0, n, (n_edges,)), torch.randint(0, n_rel, (n_edges,)))
+    assert (edges[0] * n + edges[1]).unique().numel() < n_edges  # parallel edges; nodes n-3.. receive nothing
     x = torch.randn(n, 16, requires_grad=True)
     rel = torch.randn(n_rel, 16, requires_grad=True)
-    got = layer(x, rel, edges, group_relations=group_relations)
+    got = layer(x, rel, edges, aggregation=aggregation, group_relations=group_relations)
     grads = torch.autograd.grad(got.square().sum(), [x, rel, layer.att_head, layer.att_message, layer.lin.weight])
     want = _reference_gat_layer(layer, x, rel, edges)
     want_grads = torch.autograd.grad(want.square().sum(), [x, rel, layer.att_head, layer.att_message, layer.lin.weight])
     torch.testing.assert_close(got, want)
     for g, w in zip(grads, want_grads):
         torch.testing.assert_close(g, w)
+
+
+def test_sparse_edge_sum_gradients_and_edge_cases():
+    """The CSR aggregation's hand-written backward (CSR of the transpose for the nodes, SDDMM for the
+    weights) against finite differences in float64; an empty edge set gives zeros; unknown options fail."""
+    from recbole_mkg.model.graph_encoder import RelationalGATLayer, SortedEdges, _EdgeWeightedSum
+
+    torch.manual_seed(1)
+    n, n_edges, heads = 7, 25, 2
+    edges = SortedEdges((torch.randint(0, n, (n_edges,)), torch.randint(0, n, (n_edges,)),
+                         torch.zeros(n_edges, dtype=torch.long)), n)
+    weight = torch.rand(n_edges, heads, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(n, heads, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda w, v: _EdgeWeightedSum.apply(w, v, edges), (weight, x))
+    want = torch.zeros_like(x).index_add_(0, edges.head, weight.unsqueeze(-1) * x[edges.tail])
+    torch.testing.assert_close(_EdgeWeightedSum.apply(weight, x, edges), want)
+
+    layer = RelationalGATLayer(8, n_heads=2)
+    x = torch.randn(5, 8, requires_grad=True)
+    none = (torch.zeros(0, dtype=torch.long),) * 3
+    out = layer(x, torch.randn(3, 8), none)
+    torch.testing.assert_close(out, x)  # ELU(0) + x: no messages
+    out.sum().backward()
+    with pytest.raises(ValueError, match="aggregation"):
+        layer(x, torch.randn(3, 8), none, aggregation="dense")
 
 
 @pytest.mark.parametrize("fusion", ["text_to_visual", "bidirectional", "concat"])

@@ -249,15 +249,19 @@ class RelationalGATLayer(nn.Module):
         n_rel = rel.size(0)
         if group_relations is None:  # the [n * R, H] table of summed weights no larger than the messages
             group_relations = n * n_rel <= alpha.size(0) * self.d_head
+        # index_select, not z[tail]: its backward is an index_add, not a sorting index_put (CPU)
         if aggregation == "sparse":
             out = _EdgeWeightedSum.apply(alpha, z, edges)  # sum_t alpha_hrt W z_t
-        else:  # index_select, not z[tail]: its backward is an index_add, not a sorting index_put (CPU)
+        elif group_relations:
             out = torch.zeros_like(z).index_add_(0, head, alpha.unsqueeze(-1) * z.index_select(0, tail))
+        else:  # the literal equations: m_hrt = W z_t + W_r e_r [E, H, d_head], weighted and scattered
+            message = z.index_select(0, tail) + rel.index_select(0, relation)
+            out = torch.zeros_like(z).index_add_(0, head, alpha.unsqueeze(-1) * message)
         if group_relations:
             # sum_t alpha_hrt W_r e_r = sum_r (sum of alpha_hrt over h's r-edges) W_r e_r: no per-edge copy
             weight = alpha.new_zeros(n * n_rel, self.n_heads).index_add_(0, head * n_rel + relation, alpha)
             out = out + torch.einsum("nrh,rhd->nhd", weight.view(n, n_rel, self.n_heads), rel)
-        else:
+        elif aggregation == "sparse":
             out = out.index_add(0, head, alpha.unsqueeze(-1) * rel.index_select(0, relation))
         return self.dropout(F.elu(out.view(n, -1))) + x
 

@@ -43,9 +43,9 @@ def main(argv=None):
              torch.randint(0, args.relations, (args.edges,), device=device))
     x = torch.randn(args.nodes, args.dim, device=device, requires_grad=True)
     rel = torch.randn(args.relations, args.dim, device=device, requires_grad=True)
-    variants = {"sparse": dict(aggregation="sparse", group_relations=True),
-                "grouped": dict(aggregation="edgewise", group_relations=True),
-                "edgewise": dict(aggregation="edgewise", group_relations=False)}
+    variants = {"sparse": dict(message_sum="sparse", group_relations=True),
+                "grouped": dict(message_sum="edgewise", group_relations=True),
+                "edgewise": dict(message_sum="edgewise", group_relations=False)}
     with torch.no_grad():
         outputs = {name: layer(x, rel, edges, **options) for name, options in variants.items()}
     difference = {name: (outputs[name] - outputs["edgewise"]).abs().max().item() for name in variants}
@@ -67,7 +67,7 @@ def main(argv=None):
              f"{record['torch_threads']} torch threads)", "",
              f"{args.nodes:,} nodes, {args.edges:,} edges, {args.relations} relation ids, d {args.dim}, "
              f"{args.heads} heads; {args.rounds} interleaved rounds.", "",
-             "| aggregation | s per fwd+bwd (median) | all rounds | largest difference from edgewise |", "|---|---|---|---|"]
+             "| message sum | s per fwd+bwd (median) | all rounds | largest difference from edgewise |", "|---|---|---|---|"]
     lines += [f"| {n} | {median[n]:.3f} | {', '.join(f'{t:.3f}' for t in times[n])} | {difference[n]:.1e} |"
               for n in variants]
     atomic_write_text(os.path.join(args.out_dir, f"{name}.md"), "\n".join(lines) + "\n")

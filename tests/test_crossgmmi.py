@@ -229,9 +229,9 @@ def _reference_gat_layer(layer, x, relation_embedding, edges):
     return torch.nn.functional.elu(out.view(n, -1)) + x
 
 
-@pytest.mark.parametrize("aggregation", ["sparse", "edgewise"])
+@pytest.mark.parametrize("message_sum", ["sparse", "edgewise"])
 @pytest.mark.parametrize("n_rel,group_relations", [(5, None), (300, None), (5, False), (300, True)])
-def test_gat_layer_equals_its_edgewise_equations(n_rel, group_relations, aggregation):
+def test_gat_layer_equals_its_edgewise_equations(n_rel, group_relations, message_sum):
     """The per-node scoring of the attention logits, the CSR products of the sparse aggregation and the
     relation term summed per (head, relation) are re-associations, not a change of the model. By size (None),
     5 relations group the relation term (n * R <= E * d_head) and 300 sum it edge by edge; forced either way,
@@ -245,7 +245,7 @@ def test_gat_layer_equals_its_edgewise_equations(n_rel, group_relations, aggrega
     assert (edges[0] * n + edges[1]).unique().numel() < n_edges  # parallel edges; nodes n-3.. receive nothing
     x = torch.randn(n, 16, requires_grad=True)
     rel = torch.randn(n_rel, 16, requires_grad=True)
-    got = layer(x, rel, edges, aggregation=aggregation, group_relations=group_relations)
+    got = layer(x, rel, edges, message_sum=message_sum, group_relations=group_relations)
     grads = torch.autograd.grad(got.square().sum(), [x, rel, layer.att_head, layer.att_message, layer.lin.weight])
     want = _reference_gat_layer(layer, x, rel, edges)
     want_grads = torch.autograd.grad(want.square().sum(), [x, rel, layer.att_head, layer.att_message, layer.lin.weight])
@@ -257,7 +257,8 @@ def test_gat_layer_equals_its_edgewise_equations(n_rel, group_relations, aggrega
 def test_sparse_edge_sum_gradients_and_edge_cases():
     """The CSR aggregation's hand-written backward (CSR of the transpose for the nodes, SDDMM for the
     weights) against finite differences in float64; an empty edge set gives zeros; unknown options fail."""
-    from recbole_mkg.model.graph_encoder import RelationalGATLayer, SortedEdges, _EdgeWeightedSum
+    from recbole_mkg.model.edge_aggregation import SortedEdges, _EdgeWeightedSum
+    from recbole_mkg.model.graph_encoder import RelationalGATLayer
 
     torch.manual_seed(1)
     n, n_edges, heads = 7, 25, 2
@@ -275,8 +276,8 @@ def test_sparse_edge_sum_gradients_and_edge_cases():
     out = layer(x, torch.randn(3, 8), none)
     torch.testing.assert_close(out, x)  # ELU(0) + x: no messages
     out.sum().backward()
-    with pytest.raises(ValueError, match="aggregation"):
-        layer(x, torch.randn(3, 8), none, aggregation="dense")
+    with pytest.raises(ValueError, match="message_sum"):
+        layer(x, torch.randn(3, 8), none, message_sum="dense")
 
 
 @pytest.mark.parametrize("fusion", ["text_to_visual", "bidirectional", "concat"])

@@ -65,10 +65,12 @@ def test_attention_is_a_softmax_over_each_heads_triples(built):
         return out
     module.segment_softmax = spy
     try:
-        layer(model.node_inputs(), model.relation_embedding.weight, (model.edge_head, model.edge_tail, model.edge_relation))
+        edges = model.sorted_edges()  # what propagate() passes: pi comes in its edge order
+        layer(model.node_inputs(), model.relation_embedding.weight, edges)
     finally:
         module.segment_softmax = original
-    sums = torch.zeros(model.n_nodes).index_add_(0, model.edge_head, captured["pi"].detach())
+    assert torch.equal(torch.sort(edges.head).values, torch.sort(model.edge_head).values)
+    sums = torch.zeros(model.n_nodes).index_add_(0, edges.head, captured["pi"].detach())
     heads = torch.unique(model.edge_head)
     torch.testing.assert_close(sums[heads], torch.ones(len(heads)))
 
@@ -133,9 +135,12 @@ def test_invalid_config_values(tiny_root):
         build(tiny_root, modalities=["audio"])
 
 
+@pytest.mark.parametrize("message_sum", ["sparse", "edgewise"])
 @pytest.mark.parametrize("aggregation", ["add", "concat"])
-def test_attention_layer_equals_its_edgewise_equations(aggregation):
-    """Scoring W_2 e(h,r,t) per node and relation is a re-association of the paper's per-edge formula."""
+def test_attention_layer_equals_its_edgewise_equations(aggregation, message_sum):
+    """Scoring W_2 e(h,r,t) per node and relation, and summing the messages' three parts apart (the tails as
+    a CSR product), are re-associations of the paper's per-edge formula. The random edges repeat some
+    (head, tail) pairs and leave the last nodes without edges."""
     import torch.nn.functional as F
     from torch_geometric.utils import softmax as segment_softmax
 
@@ -144,16 +149,19 @@ def test_attention_layer_equals_its_edgewise_equations(aggregation):
     torch.manual_seed(0)
     layer = MKGATLayer(8, 6, 5, aggregation, dropout=0.0)
     n, n_rel, n_edges = 25, 4, 150
-    head, tail, rel = torch.randint(0, n, (n_edges,)), torch.randint(0, n, (n_edges,)), torch.randint(0, n_rel, (n_edges,))
+    head, tail, rel = torch.randint(0, n - 3, (n_edges,)), torch.randint(0, n, (n_edges,)), torch.randint(0, n_rel, (n_edges,))
+    assert (head * n + tail).unique().numel() < n_edges
     x = torch.randn(n, 8, requires_grad=True)
     r = torch.randn(n_rel, 5, requires_grad=True)
-    got = layer(x, r, (head, tail, rel))
+    got = layer(x, r, (head, tail, rel), message_sum=message_sum)
     e = layer.w1_head(x)[head] + layer.w1_relation(r)[rel] + layer.w1_tail(x)[tail]  # W_1 [e_h || e_r || e_t]
     pi = segment_softmax(F.leaky_relu(layer.w2(e).squeeze(-1)), head, num_nodes=n)
     neighbourhood = x.new_zeros(n, 6).index_add_(0, head, pi.unsqueeze(1) * e)
     out = layer.w3(x) + neighbourhood if aggregation == "add" else layer.w4(torch.cat([x, neighbourhood], 1))
     want = F.leaky_relu(out)
     torch.testing.assert_close(got, want)
-    params = [x, r, layer.w2.weight, layer.w1_tail.weight]
-    for g, w in zip(torch.autograd.grad(got.sum(), params), torch.autograd.grad(want.sum(), params)):
+    params = [x, r, layer.w2.weight, layer.w1_tail.weight, layer.w1_head.weight, layer.w1_relation.weight]
+    for g, w in zip(torch.autograd.grad(got.square().sum(), params), torch.autograd.grad(want.square().sum(), params)):
         torch.testing.assert_close(g, w)
+    with pytest.raises(ValueError, match="message_sum"):
+        layer(x, r, (head, tail, rel), message_sum="dense")

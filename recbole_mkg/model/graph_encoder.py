@@ -20,13 +20,13 @@ Knowledge. Also used by the entity-alignment pre-training (:mod:`recbole_mkg.mod
 
 Every operation is vectorised over edges and entities; nothing loops over nodes or edges.
 """
-import warnings
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch_geometric.nn import JumpingKnowledge
 from torch_geometric.utils import softmax as segment_softmax
+
+from recbole_mkg.model.edge_aggregation import SortedEdges, edge_weighted_sum, relation_weighted_sum
 
 FUSION_MODES = ("text_to_visual", "bidirectional", "concat")
 JK_MODES = ("cat", "max", "lstm", "last")
@@ -127,78 +127,7 @@ class ModalFusion(nn.Module):
 
 
 #: how a GAT layer sums its weighted messages: CSR products (default) or edge by edge (the literal equations)
-GAT_AGGREGATIONS = ("sparse", "edgewise")
-
-
-class SortedEdges:
-    """An edge set in the CSR form of the GAT's sparse aggregation, built once per edge set (two sorts,
-    O(E log E)) and shared by every layer and by the backward pass.
-
-    Attributes:
-        head, tail, relation ([E] long): the edges sorted by (head, tail): the order of every per-edge tensor
-            of the layers (logits, attention weights).
-        crow ([N + 1] long): row pointers of A [N, N] with A[head_e, tail_e] = value_e (columns sorted within
-            rows, as cuSPARSE expects).
-        by_tail ([E] long), t_crow ([N + 1]), t_col ([E]): the permutation to the order of A^T (sorted by
-            (tail, head)) and the CSR pattern of A^T, for the gradient of the nodes.
-    """
-
-    def __init__(self, edges, n_nodes):
-        head, tail, relation = edges
-        self.n_nodes = int(n_nodes)
-        order = torch.argsort(head * self.n_nodes + tail)
-        self.head, self.tail, self.relation = head[order], tail[order], relation[order]
-        self.crow = self._row_pointers(self.head)
-        self.by_tail = torch.argsort(self.tail * self.n_nodes + self.head)
-        self.t_col = self.head.index_select(0, self.by_tail)
-        self.t_crow = self._row_pointers(self.tail.index_select(0, self.by_tail))
-
-    def _row_pointers(self, sorted_rows):
-        counts = torch.bincount(sorted_rows, minlength=self.n_nodes)
-        return torch.cat([counts.new_zeros(1), counts.cumsum(0)])
-
-    def matrix(self, values):
-        """[E] values (this object's edge order) -> CSR A [N, N], A[head_e, tail_e] = values_e."""
-        return _csr(self.crow, self.tail, values, self.n_nodes)
-
-    def matrix_t(self, values):
-        """[E] values (this object's edge order) -> CSR of A^T [N, N]."""
-        return _csr(self.t_crow, self.t_col, values.index_select(0, self.by_tail), self.n_nodes)
-
-
-def _csr(crow, col, values, n):
-    with warnings.catch_warnings():  # "sparse CSR support is in beta": what we measured and test
-        warnings.simplefilter("ignore", UserWarning)
-        return torch.sparse_csr_tensor(crow, col, values, (n, n))
-
-
-class _EdgeWeightedSum(torch.autograd.Function):
-    """out[h_node, k] = sum over the node's edges e of weight[e, k] x[tail_e, k] for each attention head k, as
-    one CSR product per head (no [E, H, d_head] tensor).  weight [E, H], x [N, H, d_head] -> [N, H, d_head].
-
-    Backward: x <- A_k^T grad (the CSR of the transpose), weight[e, k] <- <grad[head_e, k], x[tail_e, k]>
-    (a sampled dense-dense product, ``torch.sparse.sampled_addmm``)."""
-
-    @staticmethod
-    def forward(ctx, weight, x, edges):
-        ctx.edges = edges
-        ctx.save_for_backward(weight, x)
-        return torch.stack([edges.matrix(weight[:, k].contiguous()) @ x[:, k].contiguous()
-                            for k in range(x.size(1))], 1)
-
-    @staticmethod
-    def backward(ctx, grad):
-        weight, x = ctx.saved_tensors
-        edges, heads = ctx.edges, range(x.size(1))
-        grad_weight = grad_x = None
-        if ctx.needs_input_grad[1]:
-            grad_x = torch.stack([edges.matrix_t(weight[:, k].contiguous()) @ grad[:, k].contiguous() for k in heads], 1)
-        if ctx.needs_input_grad[0]:
-            pattern = edges.matrix(weight.new_zeros(weight.size(0)))
-            grad_weight = torch.stack([
-                torch.sparse.sampled_addmm(pattern, grad[:, k].contiguous(), x[:, k].t(), beta=0.0).values()
-                for k in heads], 1)
-        return grad_weight, grad_x, None
+MESSAGE_SUMS = ("sparse", "edgewise")
 
 
 class RelationalGATLayer(nn.Module):
@@ -218,11 +147,11 @@ class RelationalGATLayer(nn.Module):
         self.negative_slope = negative_slope
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x, relation_embedding, edges, aggregation="sparse", group_relations=None):
+    def forward(self, x, relation_embedding, edges, message_sum="sparse", group_relations=None):
         """x [N, d], relation_embedding [R, d], edges: (head, tail, relation) [E] each, or :class:`SortedEdges`
         (built once and shared by the layers of :class:`RelationalGAT`) -> [N, d].
 
-        ``aggregation``: ``sparse`` (default) sums sum_t alpha_hrt W z_t as one CSR product per attention head,
+        ``message_sum``: ``sparse`` (default) sums sum_t alpha_hrt W z_t as one CSR product per attention head,
         with an SDDMM for the weights' gradient (:class:`_EdgeWeightedSum`); ``edgewise`` forms the
         [E, H, d_head] weighted messages and scatters them (the literal equations; the reference of the tests).
         The same values up to the order of summation. One layer's forward + backward at ml-1m-kg's size:
@@ -232,10 +161,10 @@ class RelationalGATLayer(nn.Module):
         edge. None (default) groups when the [N * R, H] table of summed weights is no larger than the
         [E, H, d_head] messages, i.e. on KGs with few relations (ml-1m-kg's 1.5M edges carry 24 relation ids,
         inverses included)."""
-        if aggregation not in GAT_AGGREGATIONS:
-            raise ValueError(f"aggregation {aggregation!r} is not one of {list(GAT_AGGREGATIONS)}")
+        if message_sum not in MESSAGE_SUMS:
+            raise ValueError(f"message_sum {message_sum!r} is not one of {list(MESSAGE_SUMS)}")
         n = x.size(0)
-        if aggregation == "sparse" and not isinstance(edges, SortedEdges):
+        if message_sum == "sparse" and not isinstance(edges, SortedEdges):
             edges = SortedEdges(edges, n)
         head, tail, relation = (edges.head, edges.tail, edges.relation) if isinstance(edges, SortedEdges) else edges
         z = self.lin(x).view(n, self.n_heads, self.d_head)
@@ -246,23 +175,18 @@ class RelationalGATLayer(nn.Module):
                   + self._score(z, self.att_message).index_select(0, tail)
                   + self._score(rel, self.att_message).index_select(0, relation))  # [E, H]
         alpha = segment_softmax(F.leaky_relu(logits, self.negative_slope), head, num_nodes=n)
-        n_rel = rel.size(0)
         if group_relations is None:  # the [n * R, H] table of summed weights no larger than the messages
-            group_relations = n * n_rel <= alpha.size(0) * self.d_head
+            group_relations = n * rel.size(0) <= alpha.size(0) * self.d_head
         # index_select, not z[tail]: its backward is an index_add, not a sorting index_put (CPU)
-        if aggregation == "sparse":
-            out = _EdgeWeightedSum.apply(alpha, z, edges)  # sum_t alpha_hrt W z_t
+        if message_sum == "sparse":
+            out = edge_weighted_sum(alpha, z, edges)  # sum_t alpha_hrt W z_t
         elif group_relations:
             out = torch.zeros_like(z).index_add_(0, head, alpha.unsqueeze(-1) * z.index_select(0, tail))
         else:  # the literal equations: m_hrt = W z_t + W_r e_r [E, H, d_head], weighted and scattered
             message = z.index_select(0, tail) + rel.index_select(0, relation)
             out = torch.zeros_like(z).index_add_(0, head, alpha.unsqueeze(-1) * message)
-        if group_relations:
-            # sum_t alpha_hrt W_r e_r = sum_r (sum of alpha_hrt over h's r-edges) W_r e_r: no per-edge copy
-            weight = alpha.new_zeros(n * n_rel, self.n_heads).index_add_(0, head * n_rel + relation, alpha)
-            out = out + torch.einsum("nrh,rhd->nhd", weight.view(n, n_rel, self.n_heads), rel)
-        elif aggregation == "sparse":
-            out = out.index_add(0, head, alpha.unsqueeze(-1) * rel.index_select(0, relation))
+        if group_relations or message_sum == "sparse":
+            out = out + relation_weighted_sum(alpha, head, relation, rel, n, group_relations)  # sum_t alpha_hrt W_r e_r
         return self.dropout(F.elu(out.view(n, -1))) + x
 
     @staticmethod

@@ -35,7 +35,8 @@ from torch_geometric.utils import softmax as segment_softmax
 
 from recbole_mkg.data.dataset import MultimodalKGDataset, requested_modalities
 from recbole_mkg.model.abstract_recommender import FullGraphKGRecommender
-from recbole_mkg.model.graph_encoder import kg_edges
+from recbole_mkg.model.edge_aggregation import SortedEdges, edge_weighted_sum, relation_weighted_sum
+from recbole_mkg.model.graph_encoder import MESSAGE_SUMS, kg_edges
 from recbole_mkg.model.knowledge_aware_recommender.multikg4rec import _check_positive_int
 
 AGGREGATIONS = ("add", "concat")
@@ -76,17 +77,37 @@ class MKGATLayer(nn.Module):
             self.w4 = nn.Linear(d_in + d_out, d_out)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x, relation_embedding, edges):
-        head, tail, relation = edges
+    def forward(self, x, relation_embedding, edges, message_sum="sparse"):
+        """x [N, d_in], relation_embedding [R, d_relation], edges: (head, tail, relation) [E] each, or
+        :class:`~recbole_mkg.model.edge_aggregation.SortedEdges` (built once by :meth:`MKGAT.sorted_edges`)
+        -> [N, d_out].
+
+        ``message_sum``: ``sparse`` (default) splits e_{N_h} = sum pi(h,r,t) (W_1^h e_h + W_1^r e_r + W_1^t e_t)
+        into (sum pi) W_1^h e_h + the relation term summed per (head, relation) + one CSR product for the tails
+        (:func:`~recbole_mkg.model.edge_aggregation.edge_weighted_sum`): no [E, d_out] tensor; ``edgewise``
+        forms e(h,r,t) per edge and scatters it (the literal equations). The same values up to summation order."""
+        if message_sum not in MESSAGE_SUMS:
+            raise ValueError(f"message_sum {message_sum!r} is not one of {list(MESSAGE_SUMS)}")
+        n = x.size(0)
+        if message_sum == "sparse" and not isinstance(edges, SortedEdges):
+            edges = SortedEdges(edges, n)
+        head, tail, relation = (edges.head, edges.tail, edges.relation) if isinstance(edges, SortedEdges) else edges
         parts = (self.w1_head(x), self.w1_relation(relation_embedding), self.w1_tail(x))  # [N|R, d_out]
         ids = (head, relation, tail)
         # W_2 e(h,r,t) is linear in the three parts: scored once per node / relation, then gathered per edge
         w2 = self.w2.weight.squeeze(0)
         logits = sum((p @ w2).index_select(0, i) for p, i in zip(parts, ids))  # [E]
-        pi = segment_softmax(F.leaky_relu(logits), head, num_nodes=x.size(0))
-        # index_select, not p[i]: its backward is an index_add, not a sorting index_put (CPU)
-        e = sum(p.index_select(0, i) for p, i in zip(parts, ids))  # e(h,r,t) [E, d_out]
-        neighbourhood = x.new_zeros(x.size(0), e.size(1)).index_add_(0, head, pi.unsqueeze(1) * e)
+        pi = segment_softmax(F.leaky_relu(logits), head, num_nodes=n)
+        if message_sum == "sparse":
+            head_part, relation_part, tail_part = parts
+            weight = pi.unsqueeze(1)  # [E, 1]: one "attention head"
+            total = pi.new_zeros(n).index_add_(0, head, pi)  # sum of pi over h's edges: 1, or 0 without edges
+            neighbourhood = (total.unsqueeze(1) * head_part
+                             + relation_weighted_sum(weight, head, relation, relation_part.unsqueeze(1), n)[:, 0]
+                             + edge_weighted_sum(weight, tail_part.unsqueeze(1), edges)[:, 0])
+        else:  # index_select, not p[i]: its backward is an index_add, not a sorting index_put (CPU)
+            e = sum(p.index_select(0, i) for p, i in zip(parts, ids))  # e(h,r,t) [E, d_out]
+            neighbourhood = x.new_zeros(n, e.size(1)).index_add_(0, head, pi.unsqueeze(1) * e)
         if self.aggregation == "add":
             out = self.w3(x) + neighbourhood
         else:
@@ -167,9 +188,17 @@ class MKGAT(FullGraphKGRecommender):
         parts += [self.projection[m](getattr(self, f"features_{m}")) for m in self.modalities]
         return torch.cat(parts, dim=0)
 
+    def sorted_edges(self):
+        """The fixed edge set sorted for the layers' sparse sums, built on first use and again after the model
+        moves to another device (not a buffer: derived from ``edge_*``, never saved)."""
+        cached = getattr(self, "_sorted_edges", None)
+        if cached is None or cached.head.device != self.edge_head.device:
+            self._sorted_edges = SortedEdges((self.edge_head, self.edge_tail, self.edge_relation), self.n_nodes)
+        return self._sorted_edges
+
     def propagate(self, n_layers=None):
         """List [x^(0), ..., x^(L)] of node representations."""
-        edges = (self.edge_head, self.edge_tail, self.edge_relation)
+        edges = self.sorted_edges()
         xs = [self.node_inputs()]
         for layer in self.layers[:n_layers]:
             xs.append(layer(xs[-1], self.relation_embedding.weight, edges))

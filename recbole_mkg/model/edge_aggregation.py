@@ -11,6 +11,9 @@ import warnings
 
 import torch
 
+#: how an attention layer sums its weighted messages: CSR products (default) or edge by edge (the literal equations)
+MESSAGE_SUMS = ("sparse", "edgewise")
+
 
 class SortedEdges:
     """An edge set in the CSR form of the sparse aggregation, built once per edge set (two sorts, O(E log E))
@@ -81,6 +84,22 @@ class _EdgeWeightedSum(torch.autograd.Function):
                 torch.sparse.sampled_addmm(pattern, grad[:, k].contiguous(), x[:, k].t(), beta=0.0).values()
                 for k in heads], 1)
         return grad_weight, grad_x, None
+
+
+def layer_edges(edges, n_nodes, message_sum):
+    """A layer's edge set for its ``message_sum``: ``edges`` ((head, tail, relation) [E] each, or
+    :class:`SortedEdges`) sorted when the sums are sparse and it is not yet.
+
+    Returns:
+        (edges for :func:`edge_weighted_sum`, (head, tail, relation) in the order of the layer's per-edge tensors).
+    """
+    if message_sum not in MESSAGE_SUMS:
+        raise ValueError(f"message_sum {message_sum!r} is not one of {list(MESSAGE_SUMS)}")
+    if message_sum == "sparse" and not isinstance(edges, SortedEdges):
+        edges = SortedEdges(edges, n_nodes)
+    if isinstance(edges, SortedEdges):
+        return edges, (edges.head, edges.tail, edges.relation)
+    return edges, tuple(edges)
 
 
 def edge_weighted_sum(weight, x, edges):

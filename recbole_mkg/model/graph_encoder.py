@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch_geometric.nn import JumpingKnowledge
 from torch_geometric.utils import softmax as segment_softmax
 
-from recbole_mkg.model.edge_aggregation import SortedEdges, edge_weighted_sum, relation_weighted_sum
+from recbole_mkg.model.edge_aggregation import SortedEdges, edge_weighted_sum, layer_edges, relation_weighted_sum
 
 FUSION_MODES = ("text_to_visual", "bidirectional", "concat")
 JK_MODES = ("cat", "max", "lstm", "last")
@@ -126,10 +126,6 @@ class ModalFusion(nn.Module):
         return fused * any_present
 
 
-#: how a GAT layer sums its weighted messages: CSR products (default) or edge by edge (the literal equations)
-MESSAGE_SUMS = ("sparse", "edgewise")
-
-
 class RelationalGATLayer(nn.Module):
     """One relation-aware GAT hop (see the module docstring).  x [N, d] -> [N, d]."""
 
@@ -161,12 +157,8 @@ class RelationalGATLayer(nn.Module):
         edge. None (default) groups when the [N * R, H] table of summed weights is no larger than the
         [E, H, d_head] messages, i.e. on KGs with few relations (ml-1m-kg's 1.5M edges carry 24 relation ids,
         inverses included)."""
-        if message_sum not in MESSAGE_SUMS:
-            raise ValueError(f"message_sum {message_sum!r} is not one of {list(MESSAGE_SUMS)}")
         n = x.size(0)
-        if message_sum == "sparse" and not isinstance(edges, SortedEdges):
-            edges = SortedEdges(edges, n)
-        head, tail, relation = (edges.head, edges.tail, edges.relation) if isinstance(edges, SortedEdges) else edges
+        edges, (head, tail, relation) = layer_edges(edges, n, message_sum)
         z = self.lin(x).view(n, self.n_heads, self.d_head)
         rel = self.lin_relation(relation_embedding).view(-1, self.n_heads, self.d_head)
         # e_hrt = a_d^T W z_h + a_m^T (W z_t + W_r e_r): each term is scored once per node / relation [., H]

@@ -35,8 +35,8 @@ from torch_geometric.utils import softmax as segment_softmax
 
 from recbole_mkg.data.dataset import MultimodalKGDataset, requested_modalities
 from recbole_mkg.model.abstract_recommender import FullGraphKGRecommender
-from recbole_mkg.model.edge_aggregation import SortedEdges, edge_weighted_sum, relation_weighted_sum
-from recbole_mkg.model.graph_encoder import MESSAGE_SUMS, kg_edges
+from recbole_mkg.model.edge_aggregation import SortedEdges, edge_weighted_sum, layer_edges, relation_weighted_sum
+from recbole_mkg.model.graph_encoder import kg_edges
 from recbole_mkg.model.knowledge_aware_recommender.multikg4rec import _check_positive_int
 
 AGGREGATIONS = ("add", "concat")
@@ -86,12 +86,8 @@ class MKGATLayer(nn.Module):
         into (sum pi) W_1^h e_h + the relation term summed per (head, relation) + one CSR product for the tails
         (:func:`~recbole_mkg.model.edge_aggregation.edge_weighted_sum`): no [E, d_out] tensor; ``edgewise``
         forms e(h,r,t) per edge and scatters it (the literal equations). The same values up to summation order."""
-        if message_sum not in MESSAGE_SUMS:
-            raise ValueError(f"message_sum {message_sum!r} is not one of {list(MESSAGE_SUMS)}")
         n = x.size(0)
-        if message_sum == "sparse" and not isinstance(edges, SortedEdges):
-            edges = SortedEdges(edges, n)
-        head, tail, relation = (edges.head, edges.tail, edges.relation) if isinstance(edges, SortedEdges) else edges
+        edges, (head, tail, relation) = layer_edges(edges, n, message_sum)
         parts = (self.w1_head(x), self.w1_relation(relation_embedding), self.w1_tail(x))  # [N|R, d_out]
         ids = (head, relation, tail)
         # W_2 e(h,r,t) is linear in the three parts: scored once per node / relation, then gathered per edge

@@ -254,30 +254,43 @@ def test_gat_layer_equals_its_edgewise_equations(n_rel, group_relations, message
         torch.testing.assert_close(g, w)
 
 
-def test_sparse_edge_sum_gradients_and_edge_cases():
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no CUDA device: the sparse sums' GPU kernels are checked where there is one"))])
+def test_sparse_edge_sum_gradients_and_edge_cases(device):
     """The CSR aggregation's hand-written backward (CSR of the transpose for the nodes, SDDMM for the
-    weights) against finite differences in float64; an empty edge set gives zeros; unknown options fail."""
+    weights) against finite differences in float64, on the CPU and (where there is one) on CUDA, whose
+    sparse kernels differ; a whole GAT layer on the device against the edge-wise equations; an empty edge
+    set gives zeros; unknown options fail."""
     from recbole_mkg.model.edge_aggregation import SortedEdges, _EdgeWeightedSum
     from recbole_mkg.model.graph_encoder import RelationalGATLayer
 
     torch.manual_seed(1)
     n, n_edges, heads = 7, 25, 2
-    edges = SortedEdges((torch.randint(0, n, (n_edges,)), torch.randint(0, n, (n_edges,)),
-                         torch.zeros(n_edges, dtype=torch.long)), n)
-    weight = torch.rand(n_edges, heads, dtype=torch.float64, requires_grad=True)
-    x = torch.randn(n, heads, 3, dtype=torch.float64, requires_grad=True)
+    edges = SortedEdges((torch.randint(0, n, (n_edges,), device=device), torch.randint(0, n, (n_edges,), device=device),
+                         torch.zeros(n_edges, dtype=torch.long, device=device)), n)
+    weight = torch.rand(n_edges, heads, dtype=torch.float64, device=device, requires_grad=True)
+    x = torch.randn(n, heads, 3, dtype=torch.float64, device=device, requires_grad=True)
     assert torch.autograd.gradcheck(lambda w, v: _EdgeWeightedSum.apply(w, v, edges), (weight, x))
     want = torch.zeros_like(x).index_add_(0, edges.head, weight.unsqueeze(-1) * x[edges.tail])
     torch.testing.assert_close(_EdgeWeightedSum.apply(weight, x, edges), want)
 
-    layer = RelationalGATLayer(8, n_heads=2)
-    x = torch.randn(5, 8, requires_grad=True)
-    none = (torch.zeros(0, dtype=torch.long),) * 3
-    out = layer(x, torch.randn(3, 8), none)
+    layer = RelationalGATLayer(16, n_heads=4).to(device).eval()
+    graph = tuple(t.to(device) for t in (torch.randint(0, 27, (200,)), torch.randint(0, 30, (200,)), torch.randint(0, 5, (200,))))
+    x = torch.randn(30, 16, device=device, requires_grad=True)
+    rel = torch.randn(5, 16, device=device, requires_grad=True)
+    got, want = layer(x, rel, graph), _reference_gat_layer(layer, x, rel, graph)
+    torch.testing.assert_close(got, want)
+    for g, w in zip(torch.autograd.grad(got.square().sum(), [x, rel]), torch.autograd.grad(want.square().sum(), [x, rel])):
+        torch.testing.assert_close(g, w)
+
+    layer = RelationalGATLayer(8, n_heads=2).to(device)
+    x = torch.randn(5, 8, device=device, requires_grad=True)
+    none = (torch.zeros(0, dtype=torch.long, device=device),) * 3
+    out = layer(x, torch.randn(3, 8, device=device), none)
     torch.testing.assert_close(out, x)  # ELU(0) + x: no messages
     out.sum().backward()
     with pytest.raises(ValueError, match="message_sum"):
-        layer(x, torch.randn(3, 8), none, message_sum="dense")
+        layer(x, torch.randn(3, 8, device=device), none, message_sum="dense")
 
 
 @pytest.mark.parametrize("fusion", ["text_to_visual", "bidirectional", "concat"])

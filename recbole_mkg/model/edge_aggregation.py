@@ -38,6 +38,10 @@ class SortedEdges:
         self.t_col = self.head.index_select(0, self.by_tail)
         self.t_crow = self._row_pointers(self.tail.index_select(0, self.by_tail))
 
+    def has_edges(self):
+        """[N] bool: the nodes that are the head of at least one edge (the rows of A that are not empty)."""
+        return self.crow[1:] > self.crow[:-1]
+
     def _row_pointers(self, sorted_rows):
         counts = torch.bincount(sorted_rows, minlength=self.n_nodes)
         return torch.cat([counts.new_zeros(1), counts.cumsum(0)])
@@ -116,6 +120,12 @@ def edge_weighted_sum(weight, x, edges):
     return _EdgeWeightedSum.apply(weight, x, edges)
 
 
+def relation_table_is_small(n_nodes, n_relations, n_edges, dim):
+    """Whether the [N x R] table of per-(head, relation) weight sums is no larger than E per-edge copies of a
+    d-vector: the rule by which the relation term is summed grouped (KGs with few relations) or edge by edge."""
+    return n_nodes * n_relations <= n_edges * dim
+
+
 def relation_weighted_sum(weight, head, relation, r, n_nodes, grouped=None):
     """sum over each head node's edges e of weight[e, k] r[relation_e, k].
 
@@ -124,14 +134,14 @@ def relation_weighted_sum(weight, head, relation, r, n_nodes, grouped=None):
         r ([R, H, d]): relation vectors.
         n_nodes (int): N.
         grouped (bool): sum the weights per (head, relation) into an [N x R, H] table, then one product with
-            r (no per-edge copy of r); None: grouped when the table is no larger than the [E, H, d] copies.
+            r (no per-edge copy of r); None: as :func:`relation_table_is_small` says.
 
     Returns:
         [N, H, d].
     """
     n_rel, n_heads = r.size(0), r.size(1)
     if grouped is None:
-        grouped = n_nodes * n_rel <= weight.size(0) * r.size(2)
+        grouped = relation_table_is_small(n_nodes, n_rel, weight.size(0), r.size(2))
     if grouped:
         table = weight.new_zeros(n_nodes * n_rel, n_heads).index_add_(0, head * n_rel + relation, weight)
         return torch.einsum("nrh,rhd->nhd", table.view(n_nodes, n_rel, n_heads), r)

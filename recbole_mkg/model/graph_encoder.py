@@ -26,7 +26,8 @@ import torch.nn.functional as F
 from torch_geometric.nn import JumpingKnowledge
 from torch_geometric.utils import softmax as segment_softmax
 
-from recbole_mkg.model.edge_aggregation import SortedEdges, edge_weighted_sum, layer_edges, relation_weighted_sum
+from recbole_mkg.model.edge_aggregation import (SortedEdges, edge_weighted_sum, layer_edges, relation_table_is_small,
+                                                relation_weighted_sum)
 
 FUSION_MODES = ("text_to_visual", "bidirectional", "concat")
 JK_MODES = ("cat", "max", "lstm", "last")
@@ -167,8 +168,8 @@ class RelationalGATLayer(nn.Module):
                   + self._score(z, self.att_message).index_select(0, tail)
                   + self._score(rel, self.att_message).index_select(0, relation))  # [E, H]
         alpha = segment_softmax(F.leaky_relu(logits, self.negative_slope), head, num_nodes=n)
-        if group_relations is None:  # the [n * R, H] table of summed weights no larger than the messages
-            group_relations = n * rel.size(0) <= alpha.size(0) * self.d_head
+        if group_relations is None:
+            group_relations = relation_table_is_small(n, rel.size(0), alpha.size(0), self.d_head)
         # index_select, not z[tail]: its backward is an index_add, not a sorting index_put (CPU)
         if message_sum == "sparse":
             out = edge_weighted_sum(alpha, z, edges)  # sum_t alpha_hrt W z_t

@@ -83,7 +83,7 @@ class MKGATLayer(nn.Module):
         -> [N, d_out].
 
         ``message_sum``: ``sparse`` (default) splits e_{N_h} = sum pi(h,r,t) (W_1^h e_h + W_1^r e_r + W_1^t e_t)
-        into (sum pi) W_1^h e_h + the relation term summed per (head, relation) + one CSR product for the tails
+        into (sum pi = 1 or 0) W_1^h e_h + the relation term summed per (head, relation) + one CSR product for the tails
         (:func:`~recbole_mkg.model.edge_aggregation.edge_weighted_sum`): no [E, d_out] tensor; ``edgewise``
         forms e(h,r,t) per edge and scatters it (the literal equations). The same values up to summation order."""
         n = x.size(0)
@@ -97,8 +97,8 @@ class MKGATLayer(nn.Module):
         if message_sum == "sparse":
             head_part, relation_part, tail_part = parts
             weight = pi.unsqueeze(1)  # [E, 1]: one "attention head"
-            total = pi.new_zeros(n).index_add_(0, head, pi)  # sum of pi over h's edges: 1, or 0 without edges
-            neighbourhood = (total.unsqueeze(1) * head_part
+            # sum of pi over h's edges (a softmax): 1, or 0 for a node without edges
+            neighbourhood = (edges.has_edges().unsqueeze(1) * head_part
                              + relation_weighted_sum(weight, head, relation, relation_part.unsqueeze(1), n)[:, 0]
                              + edge_weighted_sum(weight, tail_part.unsqueeze(1), edges)[:, 0])
         else:  # index_select, not p[i]: its backward is an index_add, not a sorting index_put (CPU)

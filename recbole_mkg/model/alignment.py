@@ -27,6 +27,7 @@ from recbole.data.interaction import Interaction
 from recbole_mkg.data.features import align_features, load_feature_file
 from recbole_mkg.data.dataset import read_atomic_table
 from recbole_mkg.model.contrastive import alignment_metrics, info_nce
+from recbole_mkg.model.edge_aggregation import cached_sorted_edges
 from recbole_mkg.model.graph_encoder import MKGEncoder, kg_edges
 
 PAD = "[PAD]"
@@ -135,7 +136,7 @@ class KGSide(nn.Module):
         masks = {m: getattr(self, f"mask_{m}") for m in self.modalities}
         x = self.encoder.node_inputs(self.entity_embedding.weight, features, masks, feature_mask,
                                      getattr(self, "modal_rows", None))
-        edges = (self.edge_head, self.edge_tail, self.edge_relation)
+        edges = cached_sorted_edges(self, (self.edge_head, self.edge_tail, self.edge_relation), x.size(0))
         return self.encoder(x, self.relation_embedding.weight, edges, edge_drop)
 
 

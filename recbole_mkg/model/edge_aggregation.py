@@ -1,7 +1,9 @@
 """Sums over a graph's edges without per-edge copies of the summed vectors: the aggregation of the attention
 layers (CrossGMMI's relation-aware GAT, MKGAT's attention layer).
 
-* :class:`SortedEdges` - an edge set (head, tail, relation) sorted once, with the CSR patterns of A and A^T.
+* :class:`SortedEdges` - an edge set (head, tail, relation) sorted once, with the CSR patterns of A and A^T;
+  :meth:`SortedEdges.subset` keeps it sorted through edge dropout (O(E) masks, no new sort).
+* :func:`cached_sorted_edges` - a module's fixed edge buffers sorted once and kept (not once per forward).
 * :func:`edge_weighted_sum` - out[h] = sum over h's edges of weight_e x[tail_e], per attention head, as CSR
   products (SDDMM for the weights' gradient): no [E, heads, d] tensor forward or backward.
 * :func:`relation_weighted_sum` - out[h] = sum over h's edges of weight_e r[relation_e]: the weights summed
@@ -17,11 +19,12 @@ MESSAGE_SUMS = ("sparse", "edgewise")
 
 class SortedEdges:
     """An edge set in the CSR form of the sparse aggregation, built once per edge set (two sorts, O(E log E))
-    and shared by every layer and by the backward pass.
+    and shared by every layer and by the backward pass; subsets (edge dropout) in O(E) by :meth:`subset`.
 
     Attributes:
         head, tail, relation ([E] long): the edges sorted by (head, tail): the order of every per-edge tensor
             of the layers (logits, attention weights).
+        order ([E] long): position in the input edge list of each sorted edge (head = input_head[order]).
         crow ([N + 1] long): row pointers of A [N, N] with A[head_e, tail_e] = value_e (columns sorted within
             rows, as cuSPARSE expects).
         by_tail ([E] long), t_crow ([N + 1]), t_col ([E]): the permutation to the order of A^T (sorted by
@@ -31,19 +34,50 @@ class SortedEdges:
     def __init__(self, edges, n_nodes):
         head, tail, relation = edges
         self.n_nodes = int(n_nodes)
-        order = torch.argsort(head * self.n_nodes + tail)
-        self.head, self.tail, self.relation = head[order], tail[order], relation[order]
-        self.crow = self._row_pointers(self.head)
+        if head.numel():  # one check per sort (a device sync): CSR construction would fail without naming why
+            (h_min, h_max), (t_min, t_max) = (tuple(int(v) for v in torch.aminmax(e)) for e in (head, tail))
+            if min(h_min, t_min) < 0 or max(h_max, t_max) >= self.n_nodes:
+                raise ValueError(f"edge node ids must lie in [0, {self.n_nodes}) (the number of nodes): got head ids "
+                                 f"in [{h_min}, {h_max}], tail ids in [{t_min}, {t_max}]")
+        self.order = torch.argsort(head * self.n_nodes + tail)
+        self.head, self.tail, self.relation = (e.index_select(0, self.order) for e in (head, tail, relation))
         self.by_tail = torch.argsort(self.tail * self.n_nodes + self.head)
         self.t_col = self.head.index_select(0, self.by_tail)
-        self.t_crow = self._row_pointers(self.tail.index_select(0, self.by_tail))
+        self._set_row_pointers()
+
+    def _set_row_pointers(self):
+        self.crow = self._row_pointers(self.head)
+        self.t_crow = self._row_pointers(self.tail)  # counts per row of A^T: independent of the edges' order
+
+    def __len__(self):
+        return self.head.numel()
+
+    def subset(self, keep):
+        """The edges with ``keep`` [E] bool, ``keep`` given in the *input* order of the edge list this object was
+        built from (as :func:`~recbole_mkg.model.graph_encoder.drop_edges` draws it), -> :class:`SortedEdges`.
+
+        The same edge set as ``SortedEdges`` of the input list filtered by ``keep``, in O(E) (masks, a cumulative
+        sum, gathers): a subset of a sorted list is sorted, so neither sort runs again. Its ``order`` refers to
+        the filtered input list."""
+        keep_sorted = keep.index_select(0, self.order)
+        keep_t = keep_sorted.index_select(0, self.by_tail)
+        new_index = torch.cumsum(keep_sorted, 0) - 1  # position of each kept edge in the subset (sorted order)
+        input_rank = torch.cumsum(keep, 0) - 1  # position of each kept edge in the filtered input list
+        sub = SortedEdges.__new__(SortedEdges)
+        sub.n_nodes = self.n_nodes
+        sub.head, sub.tail, sub.relation = self.head[keep_sorted], self.tail[keep_sorted], self.relation[keep_sorted]
+        sub.order = input_rank.index_select(0, self.order[keep_sorted])
+        sub.by_tail = new_index.index_select(0, self.by_tail[keep_t])
+        sub.t_col = self.t_col[keep_t]
+        sub._set_row_pointers()
+        return sub
 
     def has_edges(self):
         """[N] bool: the nodes that are the head of at least one edge (the rows of A that are not empty)."""
         return self.crow[1:] > self.crow[:-1]
 
-    def _row_pointers(self, sorted_rows):
-        counts = torch.bincount(sorted_rows, minlength=self.n_nodes)
+    def _row_pointers(self, rows):
+        counts = torch.bincount(rows, minlength=self.n_nodes)
         return torch.cat([counts.new_zeros(1), counts.cumsum(0)])
 
     def matrix(self, values):
@@ -53,6 +87,18 @@ class SortedEdges:
     def matrix_t(self, values):
         """[E] values (this object's edge order) -> CSR of A^T [N, N]."""
         return _csr(self.t_crow, self.t_col, values.index_select(0, self.by_tail), self.n_nodes)
+
+
+def cached_sorted_edges(owner, edges, n_nodes):
+    """The :class:`SortedEdges` of a module's fixed edge buffers ``edges`` (head, tail, relation), built on first
+    use and kept on ``owner``; built again only when the buffers change (another device, replaced tensors), so a
+    model sorts its graph once, not in every forward. Not a buffer: derived, never saved."""
+    key = (int(n_nodes),) + tuple((e.device, e.data_ptr(), e.numel()) for e in edges)
+    cache = getattr(owner, "_sorted_edges_cache", None)
+    if cache is None or cache[0] != key:
+        cache = (key, SortedEdges(edges, n_nodes))
+        owner._sorted_edges_cache = cache
+    return cache[1]
 
 
 def _csr(crow, col, values, n):

@@ -45,9 +45,13 @@ def kg_edges(head, relation, tail, n_relations, inverse=True):
 
 
 def drop_edges(edges, p, generator=None):
-    """Edge dropout: keep each edge with probability 1 - p.  (head, tail, relation) -> same, fewer edges."""
+    """Edge dropout: keep each edge with probability 1 - p.  (head, tail, relation) -> same, fewer edges;
+    :class:`SortedEdges` -> its :meth:`~SortedEdges.subset` (still sorted, no new sort). Both draw the same
+    mask over the input edge list, so a seed drops the same edges either way."""
     if p <= 0:
         return edges
+    if isinstance(edges, SortedEdges):
+        return edges.subset(torch.rand(len(edges), device=edges.head.device, generator=generator) >= p)
     keep = torch.rand(edges[0].shape, device=edges[0].device, generator=generator) >= p
     return tuple(e[keep] for e in edges)
 
@@ -205,8 +209,10 @@ class RelationalGAT(nn.Module):
         self.output_dim = dim * (n_layers + 1) if jk_mode == "cat" else dim
 
     def forward(self, x, relation_embedding, edges):
-        """x [N, d], relation_embedding [R, d], edges (head, tail, relation) [E] each -> [N, output_dim]."""
-        edges = SortedEdges(edges, x.size(0))  # once for every layer and their backward
+        """x [N, d], relation_embedding [R, d], edges (head, tail, relation) [E] each or :class:`SortedEdges`
+        -> [N, output_dim]."""
+        if not isinstance(edges, SortedEdges):
+            edges = SortedEdges(edges, x.size(0))  # once for every layer and their backward
         xs = [x]
         for layer in self.layers:
             xs.append(layer(xs[-1], relation_embedding, edges))
@@ -246,4 +252,6 @@ class MKGEncoder(nn.Module):
         return torch.stack([masks[m] for m in self.modalities]).any(0).nonzero().squeeze(1)
 
     def forward(self, x, relation_embedding, edges, edge_drop=0.0):
+        """x [N, d], relation_embedding [R, d], edges (head, tail, relation) or :class:`SortedEdges` (pass the
+        owner's :func:`cached_sorted_edges`: no sort per call), edge dropout rate -> [N, output_dim]."""
         return self.gat(x, relation_embedding, drop_edges(edges, edge_drop))

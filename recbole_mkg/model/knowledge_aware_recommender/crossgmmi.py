@@ -44,6 +44,7 @@ from recbole_mkg.data.dataset import MultimodalKGDataset, requested_modalities
 from recbole_mkg.model.abstract_recommender import FullGraphKGRecommender
 from recbole_mkg.model.alignment import CrossKGContrast, KGraph, KGSide, side_for_graph, split_pairs
 from recbole_mkg.model.contrastive import DynamicNegativeSampler
+from recbole_mkg.model.edge_aggregation import cached_sorted_edges
 from recbole_mkg.model.graph_encoder import MKGEncoder, kg_edges
 from recbole_mkg.model.knowledge_aware_recommender.multikg4rec import _check_positive_int
 
@@ -143,7 +144,7 @@ class CrossGMMI(FullGraphKGRecommender):
         entities = self.encoder.node_inputs(self.entity_embedding.weight, features, masks,
                                             self.aug_feature_mask if augment else 0.0, getattr(self, "modal_rows", None))
         x = torch.cat([self.user_embedding.weight, entities], dim=0)
-        edges = (self.ckg_head, self.ckg_tail, self.ckg_relation)
+        edges = cached_sorted_edges(self, (self.ckg_head, self.ckg_tail, self.ckg_relation), x.size(0))
         out = self.encoder(x, self.relation_embedding.weight, edges, self.aug_edge_drop if augment else 0.0)
         return torch.split(out, [self.n_users, self.n_entities])
 

@@ -35,7 +35,7 @@ from torch_geometric.utils import softmax as segment_softmax
 
 from recbole_mkg.data.dataset import MultimodalKGDataset, requested_modalities
 from recbole_mkg.model.abstract_recommender import FullGraphKGRecommender
-from recbole_mkg.model.edge_aggregation import SortedEdges, edge_weighted_sum, layer_edges, relation_weighted_sum
+from recbole_mkg.model.edge_aggregation import cached_sorted_edges, edge_weighted_sum, layer_edges, relation_weighted_sum
 from recbole_mkg.model.graph_encoder import kg_edges
 from recbole_mkg.model.knowledge_aware_recommender.multikg4rec import _check_positive_int
 
@@ -187,10 +187,7 @@ class MKGAT(FullGraphKGRecommender):
     def sorted_edges(self):
         """The fixed edge set sorted for the layers' sparse sums, built on first use and again after the model
         moves to another device (not a buffer: derived from ``edge_*``, never saved)."""
-        cached = getattr(self, "_sorted_edges", None)
-        if cached is None or cached.head.device != self.edge_head.device:
-            self._sorted_edges = SortedEdges((self.edge_head, self.edge_tail, self.edge_relation), self.n_nodes)
-        return self._sorted_edges
+        return cached_sorted_edges(self, (self.edge_head, self.edge_tail, self.edge_relation), self.n_nodes)
 
     def propagate(self, n_layers=None):
         """List [x^(0), ..., x^(L)] of node representations."""

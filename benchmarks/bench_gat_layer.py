@@ -4,7 +4,11 @@ interleaved rounds in one process; and the outputs' largest difference from the 
 * ``sparse`` (the default): the weighted messages summed as one CSR product per attention head (SDDMM for the
   weights' gradient), the relation term W_r e_r per (head, relation), the edge set sorted once;
 * ``grouped``: the [E, H, d_head] weighted messages scattered edge by edge, the relation term per (head, relation);
-* ``edgewise``: the literal equations, one [E, H, d_head] copy of W_r e_r per edge too.
+* ``edgewise``: the literal equations, one [E, H, d_head] copy of W_r e_r per edge too;
+
+and the edge set of one training step after edge dropout (``--edge_drop``, CrossGMMI's ``aug_edge_drop``):
+``sort`` (the dropped list sorted again, what CrossGMMI did per step before 2026-12-06) against ``subset``
+(:meth:`SortedEdges.subset` of the graph sorted once: masks and gathers, no sort).
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_gat_layer.py     # ml-1m-kg's sizes (the defaults)
 
@@ -22,7 +26,8 @@ def main(argv=None):
     import torch
 
     from recbole_mkg.atomic_io import atomic_write_json, atomic_write_text
-    from recbole_mkg.model.graph_encoder import RelationalGATLayer
+    from recbole_mkg.model.edge_aggregation import SortedEdges
+    from recbole_mkg.model.graph_encoder import RelationalGATLayer, drop_edges
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--nodes", type=int, default=15041, help="users + entities (ml-1m-kg: 15,041)")
@@ -31,6 +36,7 @@ def main(argv=None):
     parser.add_argument("--dim", type=int, default=64)
     parser.add_argument("--heads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--edge_drop", type=float, default=0.1, help="edge dropout of the edge-set timing")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--out_dir", default=os.path.join("benchmarks", "results"))
     args = parser.parse_args(argv)
@@ -58,8 +64,25 @@ def main(argv=None):
                 torch.cuda.synchronize()
             times[name].append(time.perf_counter() - start)
     median = {name: sorted(t)[len(t) // 2] for name, t in times.items()}
+
+    sorted_once = SortedEdges(edges, args.nodes)
+    edge_sets = {"sort": lambda g: SortedEdges(drop_edges(edges, args.edge_drop, g), args.nodes),
+                 "subset": lambda g: drop_edges(sorted_once, args.edge_drop, g)}
+    same = [torch.equal(e(torch.Generator(device).manual_seed(1)).crow, edge_sets["sort"](torch.Generator(device).manual_seed(1)).crow)
+            for e in edge_sets.values()]
+    set_times = {name: [] for name in edge_sets}
+    for i in range(args.rounds):
+        for name, make in edge_sets.items():
+            generator = torch.Generator(device).manual_seed(i)
+            start = time.perf_counter()
+            make(generator)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            set_times[name].append(time.perf_counter() - start)
+    set_median = {name: sorted(t)[len(t) // 2] for name, t in set_times.items()}
     record = {"date": time.strftime("%Y-%m-%d %H:%M"), "device": args.device, "torch_threads": torch.get_num_threads(),
-              "shapes": vars(args), "seconds": times, "median_s": median, "max_abs_difference": difference}
+              "shapes": vars(args), "seconds": times, "median_s": median, "max_abs_difference": difference,
+              "edge_set_seconds": set_times, "edge_set_median_s": set_median, "edge_sets_equal": all(same)}
     os.makedirs(args.out_dir, exist_ok=True)
     name = f"gat_layer_{args.device}"
     atomic_write_json(os.path.join(args.out_dir, f"{name}.json"), record)
@@ -70,6 +93,9 @@ def main(argv=None):
              "| message sum | s per fwd+bwd (median) | all rounds | largest difference from edgewise |", "|---|---|---|---|"]
     lines += [f"| {n} | {median[n]:.3f} | {', '.join(f'{t:.3f}' for t in times[n])} | {difference[n]:.1e} |"
               for n in variants]
+    lines += ["", f"The edge set of one training step, edge dropout {args.edge_drop} (the same edges kept by both: "
+              f"{all(same)}):", "", "| edge set | s (median) | all rounds |", "|---|---|---|"]
+    lines += [f"| {n} | {set_median[n]:.3f} | {', '.join(f'{t:.3f}' for t in set_times[n])} |" for n in edge_sets]
     atomic_write_text(os.path.join(args.out_dir, f"{name}.md"), "\n".join(lines) + "\n")
     print("\n".join(lines))
     return record

@@ -24,7 +24,7 @@ class SortedEdges:
     Attributes:
         head, tail, relation ([E] long): the edges sorted by (head, tail): the order of every per-edge tensor
             of the layers (logits, attention weights).
-        order ([E] long): position in the input edge list of each sorted edge (head = input_head[order]).
+        order ([E] long): position in the input edge list of each sorted edge (see :attr:`order`).
         crow ([N + 1] long): row pointers of A [N, N] with A[head_e, tail_e] = value_e (columns sorted within
             rows, as cuSPARSE expects).
         by_tail ([E] long), t_crow ([N + 1]), t_col ([E]): the permutation to the order of A^T (sorted by
@@ -39,13 +39,10 @@ class SortedEdges:
             if min(h_min, t_min) < 0 or max(h_max, t_max) >= self.n_nodes:
                 raise ValueError(f"edge node ids must lie in [0, {self.n_nodes}) (the number of nodes): got head ids "
                                  f"in [{h_min}, {h_max}], tail ids in [{t_min}, {t_max}]")
-        self.order = torch.argsort(head * self.n_nodes + tail)
-        self.head, self.tail, self.relation = (e.index_select(0, self.order) for e in (head, tail, relation))
+        self._order = torch.argsort(head * self.n_nodes + tail)
+        self.head, self.tail, self.relation = (e.index_select(0, self._order) for e in (head, tail, relation))
         self.by_tail = torch.argsort(self.tail * self.n_nodes + self.head)
         self.t_col = self.head.index_select(0, self.by_tail)
-        self._set_row_pointers()
-
-    def _set_row_pointers(self):
         self.crow = self._row_pointers(self.head)
         self.t_crow = self._row_pointers(self.tail)  # counts per row of A^T: independent of the edges' order
 
@@ -60,17 +57,31 @@ class SortedEdges:
         sum, gathers): a subset of a sorted list is sorted, so neither sort runs again. Its ``order`` refers to
         the filtered input list."""
         keep_sorted = keep.index_select(0, self.order)
+        kept = keep_sorted.nonzero().squeeze(1)  # sorted positions kept (one nonzero, shared by the gathers)
         keep_t = keep_sorted.index_select(0, self.by_tail)
-        new_index = torch.cumsum(keep_sorted, 0) - 1  # position of each kept edge in the subset (sorted order)
-        input_rank = torch.cumsum(keep, 0) - 1  # position of each kept edge in the filtered input list
+        kept_t = keep_t.nonzero().squeeze(1)
+        counts = torch.cumsum(keep_sorted, 0)  # kept edges up to each sorted position
+        zero = counts.new_zeros(1)
         sub = SortedEdges.__new__(SortedEdges)
         sub.n_nodes = self.n_nodes
-        sub.head, sub.tail, sub.relation = self.head[keep_sorted], self.tail[keep_sorted], self.relation[keep_sorted]
-        sub.order = input_rank.index_select(0, self.order[keep_sorted])
-        sub.by_tail = new_index.index_select(0, self.by_tail[keep_t])
-        sub.t_col = self.t_col[keep_t]
-        sub._set_row_pointers()
+        sub.head, sub.tail, sub.relation = (e.index_select(0, kept) for e in (self.head, self.tail, self.relation))
+        sub.by_tail = (counts - 1).index_select(0, self.by_tail.index_select(0, kept_t))
+        sub.t_col = self.t_col.index_select(0, kept_t)
+        # row pointers: kept edges before each old row start (N gathers, no bincount over the edges)
+        sub.crow = torch.cat([zero, counts]).index_select(0, self.crow)
+        sub.t_crow = torch.cat([zero, torch.cumsum(keep_t, 0)]).index_select(0, self.t_crow)
+        sub._order, sub._order_of_subset = None, (self, kept, keep)
         return sub
+
+    @property
+    def order(self):
+        """[E] long: position in the input edge list of each sorted edge (head = input_head[order]); for a
+        :meth:`subset`, in the filtered input list, computed on first use (edge dropout never needs it)."""
+        if self._order is None:
+            parent, kept, keep = self._order_of_subset
+            self._order = (torch.cumsum(keep, 0) - 1).index_select(0, parent.order.index_select(0, kept))
+            self._order_of_subset = None
+        return self._order
 
     def has_edges(self):
         """[N] bool: the nodes that are the head of at least one edge (the rows of A that are not empty)."""

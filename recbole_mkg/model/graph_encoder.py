@@ -52,8 +52,8 @@ def drop_edges(edges, p, generator=None):
         return edges
     if isinstance(edges, SortedEdges):
         return edges.subset(torch.rand(len(edges), device=edges.head.device, generator=generator) >= p)
-    keep = torch.rand(edges[0].shape, device=edges[0].device, generator=generator) >= p
-    return tuple(e[keep] for e in edges)
+    kept = (torch.rand(edges[0].shape, device=edges[0].device, generator=generator) >= p).nonzero().squeeze(1)
+    return tuple(e.index_select(0, kept) for e in edges)  # one nonzero for the three (a mask index runs one each)
 
 
 def mask_features(features, p, generator=None):

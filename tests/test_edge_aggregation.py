@@ -96,7 +96,16 @@ def test_cache_sorts_once_and_again_when_the_buffers_change():
     rebuilt = cached_sorted_edges(owner, other, n)
     assert rebuilt is not first
     assert_same_structure(rebuilt, first)
+    assert cached_sorted_edges(owner, other, n + 1) is not rebuilt  # another node count
     assert "_sorted_edges_cache" not in owner.state_dict()
+    module = torch.nn.Module()  # a module's buffers moved (here: converted) are new tensors: sorted again
+    for name, e in zip(("h", "t", "r"), edges):
+        module.register_buffer(name, e, persistent=False)
+    first = cached_sorted_edges(module, (module.h, module.t, module.r), n)
+    module.to("cpu")  # already there: the same tensor objects, so the cache holds
+    assert cached_sorted_edges(module, (module.h, module.t, module.r), n) is first
+    module.h = module.h.clone()
+    assert cached_sorted_edges(module, (module.h, module.t, module.r), n) is not first
 
 
 def test_out_of_range_ids_name_the_range():
@@ -126,4 +135,4 @@ def test_crossgmmi_training_forward_with_the_cached_edges_equals_sorting_per_cal
     torch.testing.assert_close(outs[0], outs[1])
     torch.manual_seed(11)
     model.forward()
-    assert cached_sorted_edges(model, edges, n) is model._sorted_edges_cache[1]  # forward used (and kept) the cache
+    assert cached_sorted_edges(model, edges, n) is model._sorted_edges_cache[2]  # forward used (and kept) the cache

@@ -10,6 +10,7 @@ layers (CrossGMMI's relation-aware GAT, MKGAT's attention layer).
   per (head, relation) into an [N x R] table when it is small (few relations), else edge by edge.
 """
 import warnings
+import weakref
 
 import torch
 
@@ -102,14 +103,14 @@ class SortedEdges:
 
 def cached_sorted_edges(owner, edges, n_nodes):
     """The :class:`SortedEdges` of a module's fixed edge buffers ``edges`` (head, tail, relation), built on first
-    use and kept on ``owner``; built again only when the buffers change (another device, replaced tensors), so a
-    model sorts its graph once, not in every forward. Not a buffer: derived, never saved."""
-    key = (int(n_nodes),) + tuple((e.device, e.data_ptr(), e.numel()) for e in edges)
+    use and kept on ``owner``; built again when the buffers are other tensor objects (the module moved to another
+    device, a buffer was replaced), so a model sorts its graph once, not in every forward. Changing a buffer in
+    place is not seen: replace it. Not a buffer itself: derived, never saved."""
     cache = getattr(owner, "_sorted_edges_cache", None)
-    if cache is None or cache[0] != key:
-        cache = (key, SortedEdges(edges, n_nodes))
+    if cache is None or cache[0] != int(n_nodes) or any(ref() is not e for ref, e in zip(cache[1], edges)):
+        cache = (int(n_nodes), tuple(weakref.ref(e) for e in edges), SortedEdges(edges, n_nodes))
         owner._sorted_edges_cache = cache
-    return cache[1]
+    return cache[2]
 
 
 def _csr(crow, col, values, n):

@@ -11,8 +11,17 @@ Differences from RecBole's ``Config``:
   parses its flags and hands them over as ``config_dict``.
 * distributed training may use the ``gloo`` backend on CPU (``ddp_backend``), where RecBole hard-codes
   NCCL and CUDA devices.
+* a key that no properties file of RecBole or of the plugin declares (a typo: ``--learning_rat=0.01``,
+  ``--epoch=5``) gives an :class:`UnknownConfigKeyWarning` naming the key and the nearest known ones, where
+  RecBole would silently ignore it. A warning, not an error: RecBole lets custom models read their own keys.
 """
+import difflib
+import functools
+import glob
 import os
+import warnings
+
+import yaml
 
 import torch
 from recbole.config.configurator import Config as RecBoleConfig
@@ -24,6 +33,50 @@ from recbole_mkg.utils import canonical_model_name, get_model
 FUSION_COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 PROPERTIES_DIR = os.path.join(os.path.dirname(os.path.realpath(__file__)), "properties")
+
+#: keys RecBole sets or reads at run time that no properties file declares (distributed set-up, names it
+#: fills in, keys a few RecBole models read with a default)
+RUNTIME_KEYS = frozenset({
+    "model", "dataset", "device", "config_files", "local_rank", "world_size", "nproc", "ip", "port", "offset",
+    "single_spec", "MODEL_TYPE", "MODEL_INPUT_TYPE", "eval_type", "valid_neg_sample_args", "test_neg_sample_args",
+    "cin", "contrast", "encoding", "eta", "feature_num", "has_residual", "norm", "sim", "tail_ratio",
+    "token_num_threshold", "use_filter", "xgb_early_stopping_rounds",
+})
+
+
+class UnknownConfigKeyWarning(UserWarning):
+    """A config key that neither RecBole nor recbole-mkg declares (``warnings.filterwarnings`` can silence it)."""
+
+
+@functools.lru_cache(maxsize=1)
+def known_config_keys():
+    """Every key that a properties file of RecBole (overall, every model, dataset and quick-start type) or of
+    the plugin declares, plus :data:`RUNTIME_KEYS`. Read once per process (about 150 small YAML files)."""
+    import recbole
+
+    folders = (os.path.join(os.path.dirname(recbole.__file__), "properties"), PROPERTIES_DIR)
+    keys = set(RUNTIME_KEYS)
+    for folder in folders:
+        for path in glob.glob(os.path.join(folder, "**", "*.yaml"), recursive=True):
+            with open(path, encoding="utf-8") as f:
+                content = yaml.safe_load(f)
+            if isinstance(content, dict):
+                keys.update(content)
+    return frozenset(keys)
+
+
+def warn_unknown_keys(keys, source="config"):
+    """An :class:`UnknownConfigKeyWarning` for each of ``keys`` that :func:`known_config_keys` lacks, with the
+    nearest known keys. Returns the unknown keys."""
+    known = known_config_keys()
+    unknown = sorted(k for k in keys if k not in known)
+    for key in unknown:
+        close = difflib.get_close_matches(key, known, n=3, cutoff=0.75)
+        hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        warnings.warn(f"{source} key '{key}' is not a setting of RecBole or recbole-mkg, so no model, dataset or "
+                      f"trainer of theirs reads it{hint} (a key for your own model: ignore this warning)",
+                      UnknownConfigKeyWarning, stacklevel=3)
+    return unknown
 
 #: config settings that name folders; runs in other folders (worker processes, Ray trials) need them absolute
 PATH_KEYS = ("data_path", "checkpoint_dir", "feature_cache_dir", "feature_dir")
@@ -57,6 +110,7 @@ class Config(RecBoleConfig):
                 raise FileNotFoundError(f"config file not found: {path} (given in config_file_list / --config_files)")
         super().__init__(model, dataset, config_file_list, config_dict)
         self._validate()
+        warn_unknown_keys(self.external_config_dict)
 
     #: key -> (types, predicate, what the value must be)
     CHECKS = {

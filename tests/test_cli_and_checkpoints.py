@@ -23,6 +23,7 @@ def test_cli_one_epoch_end_to_end(tiny_root):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "test result (MultiKG4Rec on mkg-tiny)" in proc.stdout
     assert "ndcg@20" in proc.stdout
+    assert "UnknownConfigKeyWarning" not in proc.stderr  # every flag of a normal run is a known setting
 
 
 def test_cli_parses_recbole_style_flags(tiny_root):
@@ -65,6 +66,26 @@ def test_invalid_config_value_is_a_clear_error(tiny_root):
         run("BPR", "mkg-tiny", config_dict=tiny_config(tiny_root, epochs="many"))
     with pytest.raises(ValueError, match="config 'learning_rate'"):
         run("BPR", "mkg-tiny", config_dict=tiny_config(tiny_root, learning_rate=-1))
+
+
+def test_a_misspelt_config_key_is_named_with_the_nearest_known_ones(tiny_root):
+    """RecBole ignores unknown keys silently; the plugin's Config warns, names the key and suggests the nearest
+    declared ones, and still runs (custom models may read their own keys). Declared keys of RecBole, of the
+    plugin's models and of RecBole's models raise nothing."""
+    import warnings
+
+    from recbole_mkg.config import Config, UnknownConfigKeyWarning
+
+    with pytest.warns(UnknownConfigKeyWarning, match=r"'learning_rat'.*did you mean 'learning_rate'"):
+        config = Config("BPR", "mkg-tiny", config_dict=tiny_config(tiny_root, learning_rat=0.01))
+    assert config["learning_rat"] == 0.01 and config["learning_rate"] != 0.01
+    with pytest.warns(UnknownConfigKeyWarning, match=r"'my_model_knob'.*your own model"):
+        Config("BPR", "mkg-tiny", config_dict=tiny_config(tiny_root, my_model_knob=3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UnknownConfigKeyWarning)
+        # a plugin model's key, another plugin model's key, a RecBole model's key, a dataset key
+        Config("MultiKG4Rec", "mkg-tiny", config_dict=tiny_config(tiny_root, fusion_output="add", gat_heads=2,
+                                                                 n_layers=2, val_interval=None))
 
 
 def test_a_cpu_run_on_a_busy_machine_is_told_to_use_fewer_threads():

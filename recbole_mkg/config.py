@@ -21,9 +21,8 @@ import glob
 import os
 import warnings
 
-import yaml
-
 import torch
+import yaml
 from recbole.config.configurator import Config as RecBoleConfig
 
 from recbole_mkg.model.layers import PROPAGATION_GRAPHS
@@ -58,8 +57,11 @@ def known_config_keys():
     keys = set(RUNTIME_KEYS)
     for folder in folders:
         for path in glob.glob(os.path.join(folder, "**", "*.yaml"), recursive=True):
-            with open(path, encoding="utf-8") as f:
-                content = yaml.safe_load(f)
+            try:
+                with open(path, encoding="utf-8") as f:
+                    content = yaml.safe_load(f)
+            except (OSError, yaml.YAMLError):  # a file this check cannot read must not stop the run it checks
+                continue
             if isinstance(content, dict):
                 keys.update(content)
     return frozenset(keys)

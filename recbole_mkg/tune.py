@@ -116,7 +116,17 @@ def _domain(name, kind, args, log_bounds):
 
 
 def parse_search_space(path):
-    """Read a search-space file (RecBole params syntax, YAML or JSON) into a Ray Tune ``param_space``."""
+    """Read a search-space file (RecBole params syntax, YAML or JSON) into a Ray Tune ``param_space``; a
+    parameter that RecBole and the plugin do not know (a typo) gets an ``UnknownConfigKeyWarning`` here, once,
+    rather than silently in every trial."""
+    from recbole_mkg.config import warn_unknown_keys
+
+    space = _read_search_space(path)
+    warn_unknown_keys(space, source=f"search-space file {path}:")
+    return space
+
+
+def _read_search_space(path):
     if not os.path.isfile(path):
         raise FileNotFoundError(f"search-space file not found: {path}")
     with open(path, encoding="utf-8") as f:

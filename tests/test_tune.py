@@ -1,13 +1,14 @@
 """Ray Tune sweeps: RecBole's search-space syntax, a 2-trial sweep on CPU, failures, resume, best config."""
 import json
 import math
+import os
 import re
 
 import pytest
 import yaml
 
 from recbole_mkg.tune import parse_search_space, run_tune
-from tests.conftest import tiny_config
+from tests.conftest import ROOT, tiny_config
 
 
 def test_recbole_params_file_syntax(tmp_path):
@@ -31,6 +32,23 @@ def test_recbole_params_file_syntax(tmp_path):
     bad.write_text("learning_rate normal 0,1\n")
     with pytest.raises(ValueError, match=r"bad.test:1: .*unknown type 'normal'"):
         parse_search_space(str(bad))
+
+
+def test_a_misspelt_parameter_of_a_space_is_named_once(tmp_path):
+    """A search-space key RecBole and the plugin do not know is warned about when the file is read (the trials
+    would each ignore it silently), with the nearest known key; known keys raise nothing."""
+    import warnings
+
+    from recbole_mkg.config import UnknownConfigKeyWarning
+
+    path = tmp_path / "typo.test"
+    path.write_text("learning_rate loguniform -8,0\nreg_wieght choice [0.1,0.01]\n")
+    with pytest.warns(UnknownConfigKeyWarning, match=r"typo.test:.*'reg_wieght'.*did you mean 'reg_weight'"):
+        assert set(parse_search_space(str(path))) == {"learning_rate", "reg_wieght"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UnknownConfigKeyWarning)
+        for shipped in ("MultiKG4Rec", "CrossGMMI", "MKGAT", "KGAT", "KGIN", "LightGCN", "BPR", "CKE"):
+            parse_search_space(os.path.join(ROOT, "benchmarks", "spaces", f"{shipped}.test"))
 
 
 def test_yaml_and_json_spaces(tmp_path):

@@ -406,7 +406,7 @@ def run_tune(model, dataset, space_file, config_file_list=None, config_dict=None
         start = time.time()
         grid = tuner.fit()
         log(f"[tune] sweep finished in {time.time() - start:.1f} s")
-        return _write_outputs(grid, path, base, space, metric_name, mode, probe, log, points)
+        return _write_outputs(grid, path, base, space, metric_name, mode, probe, log, points, max_epochs)
     finally:
         if started:
             ray.shutdown()
@@ -538,7 +538,15 @@ def _saved_params(trial_path):
         return {}
 
 
-def _write_outputs(grid, path, base, space, metric_name, mode, probe, log, points=None):
+#: trial statuses whose trial ran its whole budget, the ones the sweep's best is chosen from
+COMPLETE = ("finished", "reached the cap")
+
+
+def _write_outputs(grid, path, base, space, metric_name, mode, probe, log, points=None, max_epochs=None):
+    """The sweep's tables (``trials.csv``/``.md``), best config and ``best.json``. A trial is ``finished`` (its
+    final report, test metrics included, arrived), ``reached the cap`` (ASHA's last rung stopped it after its
+    last epoch: the whole budget ran, no test report), ``stopped early`` or ``ERROR``; the best is the complete
+    trial with the best validation score (a trial stopped early only when none completed)."""
     from recbole_mkg.atomic_io import atomic_write_json, atomic_write_text
     from recbole_mkg.config import PATH_KEYS
 
@@ -558,6 +566,8 @@ def _write_outputs(grid, path, base, space, metric_name, mode, probe, log, point
             status = "ERROR"
         elif metrics.get("finished"):
             status = "finished"
+        elif max_epochs is not None and (metrics.get(EPOCH) or 0) >= max_epochs:
+            status = "reached the cap"
         else:
             status = "stopped early"
         rows.append({"trial": metrics.get("trial_id") or os.path.basename(str(result.path)), "status": status,
@@ -569,7 +579,7 @@ def _write_outputs(grid, path, base, space, metric_name, mode, probe, log, point
     done = [r for r in rows if r[key] is not None and r["status"] != "ERROR"]
     reverse = mode == "max"
     done.sort(key=lambda r: r[key], reverse=reverse)
-    best_row = next((r for r in done if r["status"] == "finished"), done[0] if done else None)
+    best_row = next((r for r in done if r["status"] in COMPLETE), done[0] if done else None)
 
     import csv
     import io

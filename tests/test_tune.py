@@ -537,3 +537,32 @@ def test_a_budget_whose_sweeps_had_other_scheduler_settings_is_not_equal(tmp_pat
     assert "| KGAT | 4 | 20 | stratified | ASHA (grace period 3 epochs, reduction factor 2) |" in text
     same = summarise_budget({"selection": "validation", "models": {"BPR": sweep(3), "KGAT": sweep(3)}}, logs.append)
     assert same["scheduler"] == sweep(3)["scheduler"] and same["scheduler_equal"] and len(logs) == 1
+
+
+def test_a_trial_the_last_rung_stops_after_its_last_epoch_counts_as_complete(tmp_path):
+    """ASHA's last rung can stop a trial after its final epoch, before its test report: it ran its whole budget,
+    so it is ``reached the cap`` and may be the sweep's best; a trial stopped at an earlier rung is not chosen
+    over complete ones, whatever its score."""
+    import pandas as pd
+
+    from recbole_mkg.tune import BEST, EPOCH, SCORE, _write_outputs
+
+    class Result:
+        def __init__(self, name, best, epochs, finished=False):
+            self.path = str(tmp_path / name)
+            self.config = {"learning_rate": best}
+            self.error = None
+            self.metrics = {"trial_id": name, SCORE: best, BEST: best, EPOCH: epochs,
+                            **({"finished": True, "test_ndcg@20": 0.5} if finished else {})}
+            self.metrics_dataframe = pd.DataFrame({BEST: [best / 2, best]})
+
+    class Probe(dict):
+        final_config_dict = {}
+
+    grid = [Result("done", 0.20, 20, finished=True), Result("capped", 0.25, 20), Result("cut", 0.30, 5)]
+    out = _write_outputs(grid, str(tmp_path), {}, {"learning_rate": None}, "ndcg@20", "max",
+                         Probe(model="BPR", dataset="x"), lambda _: None, max_epochs=20)
+    assert {t["trial"]: t["status"] for t in out["trials"]} == {"done": "finished", "capped": "reached the cap",
+                                                               "cut": "stopped early"}
+    assert out["best_params"] == {"learning_rate": 0.25} and out["best_test"] == {}
+    assert "| capped | reached the cap | 0.2500 | 20 |" in open(tmp_path / "trials.md").read()

@@ -10,7 +10,6 @@ layers (CrossGMMI's relation-aware GAT, MKGAT's attention layer).
   per (head, relation) into an [N x R] table when it is small (few relations), else edge by edge.
 """
 import warnings
-import weakref
 
 import torch
 
@@ -107,8 +106,8 @@ def cached_sorted_edges(owner, edges, n_nodes):
     device, a buffer was replaced), so a model sorts its graph once, not in every forward. Changing a buffer in
     place is not seen: replace it. Not a buffer itself: derived, never saved."""
     cache = getattr(owner, "_sorted_edges_cache", None)
-    if cache is None or cache[0] != int(n_nodes) or any(ref() is not e for ref, e in zip(cache[1], edges)):
-        cache = (int(n_nodes), tuple(weakref.ref(e) for e in edges), SortedEdges(edges, n_nodes))
+    if cache is None or cache[0] != int(n_nodes) or any(kept is not e for kept, e in zip(cache[1], edges)):
+        cache = (int(n_nodes), tuple(edges), SortedEdges(edges, n_nodes))  # the buffers themselves: identity test
         owner._sorted_edges_cache = cache
     return cache[2]
 

@@ -209,7 +209,7 @@ def _trainable(params, setup=None):
 
     bigger = config["valid_metric_bigger"]
     eval_step = max(1, int(config["eval_step"] or 1))
-    scores, last = [], {}
+    scores, last, tested = [], {}, {}
     staging = tempfile.mkdtemp(prefix="recbole-mkg-trial-")
     try:
         progress = _restore_trial(RunProgress(os.path.join(staging, "progress.pth"), config, trainer, train_data,
@@ -224,7 +224,9 @@ def _trainable(params, setup=None):
 
         def report(epoch_idx, score):
             """After the validation and the early-stopping update: the metrics, with a checkpoint of the
-            trial that a restored sweep goes on from."""
+            trial that a restored sweep goes on from. The trial's last validation (its epoch cap, or early
+            stopping) also carries the best epoch's test metrics: a scheduler may stop the trial at that very
+            report (ASHA's last rung sits at the cap), and the sweep's best then still has its test figures."""
             pick = max if bigger else min
             metrics = {SCORE: float(score), BEST: pick(scores), EPOCH: len(scores) * eval_step}
             metrics.update({f"valid_{k}": float(v) for k, v in dict(last["result"]).items()})
@@ -233,6 +235,9 @@ def _trainable(params, setup=None):
             if os.path.isfile(trainer.saved_model_file) and (
                     not os.path.isfile(best) or os.path.getmtime(best) < os.path.getmtime(trainer.saved_model_file)):
                 shutil.copy2(trainer.saved_model_file, best)  # only when a better epoch rewrote it
+            if _is_last_validation(trainer, epoch_idx, eval_step):
+                tested["result"] = trainer.evaluate(test_data, load_best_model=True, show_progress=False)
+                metrics.update({f"test_{k}": float(v) for k, v in dict(tested["result"]).items()}, finished=True)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(staging))
 
         trainer._valid_epoch = recording_valid
@@ -241,12 +246,21 @@ def _trainable(params, setup=None):
         else:
             best_score, _ = trainer.fit(train_data, valid_data, verbose=False, saved=True, show_progress=False,
                                         callback_fn=report)
+        if "result" in tested:  # the last validation's report carried them
+            return
         test_result = trainer.evaluate(test_data, load_best_model=True, show_progress=False)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     final = {SCORE: float(best_score), BEST: float(best_score), EPOCH: len(scores) * eval_step, "finished": True}
     final.update({f"test_{k}": float(v) for k, v in dict(test_result).items()})
     tune.report(final)
+
+
+def _is_last_validation(trainer, epoch_idx, eval_step):
+    """Whether the validation just done after epoch ``epoch_idx`` is the trial's last: the next one would be
+    past the epoch cap, or RecBole's early stopping (``cur_step > stopping_step``, as
+    :func:`recbole.utils.early_stopping` decides) ends the training after it."""
+    return epoch_idx + 1 + eval_step > trainer.epochs or trainer.cur_step > trainer.stopping_step
 
 
 def _restore_trial(progress):
@@ -545,7 +559,8 @@ COMPLETE = ("finished", "reached the cap")
 def _write_outputs(grid, path, base, space, metric_name, mode, probe, log, points=None, max_epochs=None):
     """The sweep's tables (``trials.csv``/``.md``), best config and ``best.json``. A trial is ``finished`` (its
     final report, test metrics included, arrived), ``reached the cap`` (ASHA's last rung stopped it after its
-    last epoch: the whole budget ran, no test report), ``stopped early`` or ``ERROR``; the best is the complete
+    last epoch: the whole budget ran, no test report; trials record their test metrics with their last
+    validation since 2026-12-06, so only older sweeps have these), ``stopped early`` or ``ERROR``; the best is the complete
     trial with the best validation score (a trial stopped early only when none completed)."""
     from recbole_mkg.atomic_io import atomic_write_json, atomic_write_text
     from recbole_mkg.config import PATH_KEYS

@@ -566,3 +566,53 @@ def test_a_trial_the_last_rung_stops_after_its_last_epoch_counts_as_complete(tmp
                                                                "cut": "stopped early"}
     assert out["best_params"] == {"learning_rate": 0.25} and out["best_test"] == {}
     assert "| capped | reached the cap | 0.2500 | 20 |" in open(tmp_path / "trials.md").read()
+
+
+def test_last_validation_is_the_cap_or_early_stopping():
+    from types import SimpleNamespace
+
+    from recbole_mkg.tune import _is_last_validation
+
+    def trainer(cur_step=0):
+        return SimpleNamespace(epochs=20, cur_step=cur_step, stopping_step=2)
+
+    assert not _is_last_validation(trainer(), 18, eval_step=1) and _is_last_validation(trainer(), 19, eval_step=1)
+    # eval_step 3: validations after epochs 3, 6, ..., 18; the one after 18 is the last
+    assert not _is_last_validation(trainer(), 14, eval_step=3) and _is_last_validation(trainer(), 17, eval_step=3)
+    assert _is_last_validation(trainer(cur_step=3), 4, eval_step=1)  # RecBole's early stopping ends it here
+    assert not _is_last_validation(trainer(cur_step=2), 4, eval_step=1)
+
+
+def test_a_trial_stopped_at_its_cap_has_reported_its_test_metrics(tiny_root, tmp_path, monkeypatch):
+    """ASHA's last rung sits at the epoch cap and may stop a trial at that report: the report itself carries
+    the best epoch's test metrics, so a sweep whose best trial was stopped there still has test figures."""
+    from types import SimpleNamespace
+
+    from ray import tune
+
+    from recbole_mkg.tune import EPOCH, _trainable
+
+    class Stopped(Exception):
+        pass
+
+    reports = []
+
+    def report(metrics, checkpoint=None):
+        reports.append(dict(metrics))
+        if metrics[EPOCH] >= 3:  # the scheduler stops the trial at its last rung
+            raise Stopped
+
+    monkeypatch.setattr(tune, "report", report)
+    monkeypatch.setattr(tune, "get_context", lambda: SimpleNamespace(get_trial_dir=lambda: str(tmp_path)))
+    monkeypatch.setattr(tune, "get_checkpoint", lambda: None)
+    monkeypatch.setattr(tune, "Checkpoint", SimpleNamespace(from_directory=lambda path: path))
+    config = tiny_config(tiny_root, epochs=3, stopping_step=10)
+    config.pop("checkpoint_dir")
+    setup = {"model": "BPR", "dataset": "mkg-tiny", "config_file_list": None, "config_dict": config,
+             "gpus_per_trial": 0, "points": None}
+    with pytest.raises(Stopped):
+        _trainable({"learning_rate": 0.01}, setup=setup)
+    assert [r[EPOCH] for r in reports] == [1, 2, 3]
+    assert not any(k.startswith("test_") for r in reports[:2] for k in r)
+    assert reports[-1]["finished"] is True and 0 <= reports[-1]["test_ndcg@20"] <= 1
+    assert {"test_recall@10", "test_mrr@20"} <= set(reports[-1])

@@ -104,7 +104,10 @@ def absolute_paths(config_dict, config=None):
 
 
 class Config(RecBoleConfig):
-    def __init__(self, model=None, dataset=None, config_file_list=None, config_dict=None):
+    """RecBole's ``Config`` with the plugin's models, checked values and a warning for unknown keys
+    (``check_keys=False`` skips that warning: a Ray trial's config, which the sweep's driver checked once)."""
+
+    def __init__(self, model=None, dataset=None, config_file_list=None, config_dict=None, check_keys=True):
         if isinstance(model, str):
             model = canonical_model_name(model)
         for path in config_file_list or []:
@@ -112,7 +115,8 @@ class Config(RecBoleConfig):
                 raise FileNotFoundError(f"config file not found: {path} (given in config_file_list / --config_files)")
         super().__init__(model, dataset, config_file_list, config_dict)
         self._validate()
-        warn_unknown_keys(self.external_config_dict)
+        if check_keys:
+            warn_unknown_keys(self.external_config_dict)
 
     #: key -> (types, predicate, what the value must be)
     CHECKS = {

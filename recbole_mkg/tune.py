@@ -201,8 +201,9 @@ def _trainable(params, setup=None):
         config_dict["gpu_id"] = os.environ.get("CUDA_VISIBLE_DEVICES", "0")
     else:
         config_dict["use_gpu"] = False
+    # the driver's probe config has warned about unknown keys once; the trials' logs need not repeat it
     config = Config(model=setup["model"], dataset=setup["dataset"], config_file_list=setup["config_file_list"],
-                    config_dict=config_dict)
+                    config_dict=config_dict, check_keys=False)
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
     _, (train_data, valid_data, test_data), _, trainer = build(config)

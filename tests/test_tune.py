@@ -606,12 +606,19 @@ def test_a_trial_stopped_at_its_cap_has_reported_its_test_metrics(tiny_root, tmp
     monkeypatch.setattr(tune, "get_context", lambda: SimpleNamespace(get_trial_dir=lambda: str(tmp_path)))
     monkeypatch.setattr(tune, "get_checkpoint", lambda: None)
     monkeypatch.setattr(tune, "Checkpoint", SimpleNamespace(from_directory=lambda path: path))
-    config = tiny_config(tiny_root, epochs=3, stopping_step=10)
+    config = tiny_config(tiny_root, epochs=3, stopping_step=10, my_models_own_key=1)
     config.pop("checkpoint_dir")
     setup = {"model": "BPR", "dataset": "mkg-tiny", "config_file_list": None, "config_dict": config,
              "gpus_per_trial": 0, "points": None}
-    with pytest.raises(Stopped):
+    import warnings
+
+    from recbole_mkg.config import UnknownConfigKeyWarning
+
+    with pytest.raises(Stopped), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         _trainable({"learning_rate": 0.01}, setup=setup)
+    # the sweep's driver warns about an unknown key once; its trials do not repeat it
+    assert not [w for w in caught if issubclass(w.category, UnknownConfigKeyWarning)]
     assert [r[EPOCH] for r in reports] == [1, 2, 3]
     assert not any(k.startswith("test_") for r in reports[:2] for k in r)
     assert reports[-1]["finished"] is True and 0 <= reports[-1]["test_ndcg@20"] <= 1

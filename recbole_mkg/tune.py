@@ -34,20 +34,22 @@
   otherwise a local Ray starts.
 * **Failures**: a trial that raises is recorded (status ``ERROR``, its error in the table) and the sweep
   goes on. **Resume**: running the same sweep (same ``tune_dir`` and name) again restores it: finished
-  trials are kept, unfinished ones go on after their last validated epoch (each validation reports a Ray
-  checkpoint of the trial: :mod:`recbole_mkg.run_progress`'s file and the best-epoch checkpoint; Ray keeps
-  the latest one).
+  trials are kept, unfinished ones go on after their last validated epoch (after every validation a trial
+  writes :mod:`recbole_mkg.run_progress`'s file to its folder ``<sweep>/trial_state/<trial id>/``, beside its
+  best-epoch checkpoint; not Ray checkpoints, which a killed sweep could name after Ray deleted them), and
+  ASHA's rungs are rebuilt from the trials' recorded reports (Ray restores the scheduler empty). On a
+  multi-node Ray cluster, ``tune_dir`` must be on storage every node sees (as Ray requires of it).
 * **Output** in ``<tune_dir>/<name>/``: ``trials.csv`` and ``trials.md`` (config, best validation metric,
-  epochs, status), ``best_config.yaml`` (usable with ``--config_files``) and ``best.json`` (its validation
-  and test metrics).
+  epochs, status), ``trials.png`` (every trial's validation curve, and best validation metric against each
+  numeric tuned parameter: :mod:`recbole_mkg.tune_chart`), ``best_config.yaml`` (usable with
+  ``--config_files``) and ``best.json`` (its validation and test metrics).
 """
 import ast
+import glob
 import json
 import logging
 import math
 import os
-import shutil
-import tempfile
 import time
 
 import yaml
@@ -182,19 +184,28 @@ def _trial_params(config, points):
 
 
 def _trainable(params, setup=None):
-    """One trial: train, ``tune.report`` after every validation, then report the test metrics."""
+    """One trial: train, ``tune.report`` after every validation (the last one with the test metrics).
+
+    The trial's state lives in its own folder of the sweep, :func:`trial_state_dir` (its
+    :class:`~recbole_mkg.run_progress.RunProgress` file after every validation, and the best-epoch
+    checkpoint), not in Ray checkpoints: Ray deletes a trial's older checkpoint when it registers a newer one,
+    and the sweep's snapshot that names the older one may be the last written before a kill, so a resumed
+    sweep could fail a trial with "checkpoint does not exist on storage anymore" (seen in a test). Ray
+    restarts an unfinished trial of a resumed sweep (or a retried one) without a checkpoint, and the trial
+    goes on after its last validated epoch from its folder."""
     import recbole_mkg  # noqa: F401  (compatibility fixes, in the Ray worker process)
     from ray import tune
     from recbole.utils import init_logger, init_seed
 
+    from recbole_mkg.atomic_io import atomic_write_json
     from recbole_mkg.config import Config
     from recbole_mkg.quick_start import build
     from recbole_mkg.run_progress import RunProgress
 
     config_dict = dict(setup["config_dict"])
     config_dict.update(_trial_params(params, setup.get("points")))
-    trial_dir = tune.get_context().get_trial_dir() or os.getcwd()
-    config_dict.setdefault("checkpoint_dir", os.path.join(trial_dir, "checkpoints"))
+    state_dir = trial_state_dir(setup["sweep_path"], tune.get_context().get_trial_id())
+    config_dict.setdefault("checkpoint_dir", state_dir)
     config_dict.setdefault("show_progress", False)
     if setup["gpus_per_trial"] > 0:  # keep the GPU(s) Ray assigned (RecBole rewrites CUDA_VISIBLE_DEVICES)
         config_dict["use_gpu"] = True
@@ -210,51 +221,60 @@ def _trainable(params, setup=None):
 
     bigger = config["valid_metric_bigger"]
     eval_step = max(1, int(config["eval_step"] or 1))
-    scores, last, tested = [], {}, {}
-    staging = tempfile.mkdtemp(prefix="recbole-mkg-trial-")
-    try:
-        progress = _restore_trial(RunProgress(os.path.join(staging, "progress.pth"), config, trainer, train_data,
-                                              {"valid_scores": scores}))
-        valid_epoch = trainer._valid_epoch
+    scores, last = [], {}
+    os.makedirs(state_dir, exist_ok=True)
+    progress = RunProgress(os.path.join(state_dir, "progress.pth"), config, trainer, train_data,
+                           {"valid_scores": scores})
+    progress.restore()
+    valid_epoch = trainer._valid_epoch
 
-        def recording_valid(*args, **kwargs):
-            score, result = valid_epoch(*args, **kwargs)
-            scores.append(float(score))
-            last["result"] = result
-            return score, result
+    def recording_valid(*args, **kwargs):
+        score, result = valid_epoch(*args, **kwargs)
+        scores.append(float(score))
+        last["result"] = result
+        return score, result
 
-        def report(epoch_idx, score):
-            """After the validation and the early-stopping update: the metrics, with a checkpoint of the
-            trial that a restored sweep goes on from. The trial's last validation (its epoch cap, or early
-            stopping) also carries the best epoch's test metrics: a scheduler may stop the trial at that very
-            report (ASHA's last rung sits at the cap), and the sweep's best then still has its test figures."""
-            pick = max if bigger else min
-            metrics = {SCORE: float(score), BEST: pick(scores), EPOCH: len(scores) * eval_step}
-            metrics.update({f"valid_{k}": float(v) for k, v in dict(last["result"]).items()})
-            progress.save(epoch_idx)
-            best = os.path.join(staging, "best.pth")
-            if os.path.isfile(trainer.saved_model_file) and (
-                    not os.path.isfile(best) or os.path.getmtime(best) < os.path.getmtime(trainer.saved_model_file)):
-                shutil.copy2(trainer.saved_model_file, best)  # only when a better epoch rewrote it
-            if _is_last_validation(trainer, epoch_idx, eval_step):
-                tested["result"] = trainer.evaluate(test_data, load_best_model=True, show_progress=False)
-                metrics.update({f"test_{k}": float(v) for k, v in dict(tested["result"]).items()}, finished=True)
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(staging))
+    def test_metrics():
+        result = trainer.evaluate(test_data, load_best_model=True, show_progress=False)
+        return {f"test_{k}": float(v) for k, v in dict(result).items()}
 
-        trainer._valid_epoch = recording_valid
-        if progress.finished:
-            best_score = trainer.best_valid_score
-        else:
-            best_score, _ = trainer.fit(train_data, valid_data, verbose=False, saved=True, show_progress=False,
-                                        callback_fn=report)
-        if "result" in tested:  # the last validation's report carried them
-            return
-        test_result = trainer.evaluate(test_data, load_best_model=True, show_progress=False)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    def report(epoch_idx, score):
+        """After the validation and the early-stopping update: the trial's state to its folder, then the
+        metrics. The trial's last validation (its epoch cap, or early stopping) also carries the best epoch's
+        test metrics: a scheduler may stop the trial at that very report (ASHA's last rung sits at the
+        cap), and the sweep's best then still has its test figures."""
+        pick = max if bigger else min
+        metrics = {SCORE: float(score), BEST: pick(scores), EPOCH: len(scores) * eval_step}
+        metrics.update({f"valid_{k}": float(v) for k, v in dict(last["result"]).items()})
+        progress.save(epoch_idx)
+        atomic_write_json(os.path.join(state_dir, REPORTS_FILE),
+                          [{EPOCH: (i + 1) * eval_step, SCORE: s} for i, s in enumerate(scores)])
+        if _is_last_validation(trainer, epoch_idx, eval_step):
+            metrics.update(test_metrics(), finished=True)
+            last["tested"] = True
+        tune.report(metrics)
+
+    trainer._valid_epoch = recording_valid
+    if progress.finished:  # restarted after its last validation (the sweep was killed before it recorded that)
+        best_score = trainer.best_valid_score
+    else:
+        best_score, _ = trainer.fit(train_data, valid_data, verbose=False, saved=True, show_progress=False,
+                                    callback_fn=report)
+    if last.get("tested"):  # the last validation's report carried them
+        return
     final = {SCORE: float(best_score), BEST: float(best_score), EPOCH: len(scores) * eval_step, "finished": True}
-    final.update({f"test_{k}": float(v) for k, v in dict(test_result).items()})
+    final.update(test_metrics())
     tune.report(final)
+
+
+#: a trial's validation reports so far (epoch, score), in its state folder: what a resumed ASHA replays
+REPORTS_FILE = "reports.json"
+
+
+def trial_state_dir(sweep_path, trial_id):
+    """The folder of one trial's state (progress file, best-epoch checkpoint, :data:`REPORTS_FILE`):
+    ``<sweep>/trial_state/<trial id>``."""
+    return os.path.join(sweep_path, "trial_state", str(trial_id))
 
 
 def _is_last_validation(trainer, epoch_idx, eval_step):
@@ -262,26 +282,6 @@ def _is_last_validation(trainer, epoch_idx, eval_step):
     past the epoch cap, or RecBole's early stopping (``cur_step > stopping_step``, as
     :func:`recbole.utils.early_stopping` decides) ends the training after it."""
     return epoch_idx + 1 + eval_step > trainer.epochs or trainer.cur_step > trainer.stopping_step
-
-
-def _restore_trial(progress):
-    """A trial that Ray restores (a resumed sweep, or a retry) goes on from its latest checkpoint: the
-    trial's :class:`~recbole_mkg.run_progress.RunProgress` file and its best-epoch checkpoint, put back where
-    this process keeps them."""
-    from ray import tune
-
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is None:
-        progress.restore()
-        return progress
-    with checkpoint.as_directory() as folder:
-        shutil.copyfile(os.path.join(folder, "progress.pth"), progress.path)
-        best = os.path.join(folder, "best.pth")
-        if os.path.isfile(best):
-            os.makedirs(os.path.dirname(progress.trainer.saved_model_file), exist_ok=True)
-            shutil.copyfile(best, progress.trainer.saved_model_file)
-    progress.restore(best_model_file=progress.trainer.saved_model_file)
-    return progress
 
 
 # ---- the sweep -------------------------------------------------------------------------------------
@@ -358,9 +358,6 @@ def run_tune(model, dataset, space_file, config_file_list=None, config_dict=None
     config_file_list = [os.path.abspath(p) for p in (config_file_list or [])]
     base = dict(config_dict or {})
     space = parse_search_space(space_file)
-    # every validation checkpoints the trial (num_to_keep=1 makes Ray snapshot the sweep each time): its
-    # "excessive snapshotting" warning would repeat for every fast epoch; the user's setting wins
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     probe = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=base)
     base = absolute_paths(base, probe)
     metric_name = str(probe["valid_metric"]).lower()
@@ -383,7 +380,7 @@ def run_tune(model, dataset, space_file, config_file_list=None, config_dict=None
     started = start_ray(ray_address, num_cpus, gpus_per_trial)
     try:
         setup = {"model": model, "dataset": dataset, "config_file_list": config_file_list, "config_dict": base,
-                 "gpus_per_trial": float(gpus_per_trial), "points": points}
+                 "gpus_per_trial": float(gpus_per_trial), "points": points, "sweep_path": path}
         trainable = tune.with_resources(tune.with_parameters(_trainable, setup=setup),
                                         {"cpu": float(cpus_per_trial), "gpu": float(gpus_per_trial)})
         if restoring:
@@ -391,6 +388,7 @@ def run_tune(model, dataset, space_file, config_file_list=None, config_dict=None
             tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=False)
             if max_concurrent is not None:
                 _limit_restored_sweep(tuner, max_concurrent, log)
+            _replay_asha_rungs(tuner, path, mode, log)
         else:
             chosen = record["scheduler"]
             if chosen["name"] == "asha":
@@ -414,8 +412,7 @@ def run_tune(model, dataset, space_file, config_file_list=None, config_dict=None
                                             search_alg=BasicVariantGenerator(random_state=record["seed"],
                                                                              max_concurrent=max_concurrent or 0)),
                 run_config=tune.RunConfig(name=name, storage_path=storage, verbose=0,
-                                          failure_config=tune.FailureConfig(max_failures=int(trial_retries), fail_fast=False),
-                                          checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
+                                          failure_config=tune.FailureConfig(max_failures=int(trial_retries), fail_fast=False)),
             )
             atomic_write_json(os.path.join(path, SWEEP_RECORD), record)
         start = time.time()
@@ -448,6 +445,46 @@ def _limit_restored_sweep(tuner, max_concurrent, log):
     search_alg.set_state = set_state
     search_alg.max_concurrent = limit
     log(f"[tune] resumed sweep: at most {limit} trials at once")
+
+
+def _replay_asha_rungs(tuner, path, mode, log):
+    """Give a resumed sweep's ASHA scheduler the rung records its trials made before the interruption.
+
+    Ray restores the scheduler of a resumed sweep as it was created, with empty rungs. A trial that goes on
+    from epoch 17 would then record its epoch-18 score in the rungs at epochs 5 and 10 (ASHA records a
+    trial's first report at or past each milestone), and every later trial would be compared there with a
+    score from a later epoch (seen on 2026-12-06: a resumed Multi-KG4Rec sweep stopped two trials that were
+    ahead of the best trial at the same epoch). So every trial's reports, from its :data:`REPORTS_FILE`
+    (written with its progress file, so it holds every epoch the trial goes on after; Ray's own
+    ``result.json`` reaches the sweep's folder up to 10 s late), are replayed into the scheduler's bracket
+    before ``fit``: each rung then holds the score at its milestone, as in an uninterrupted sweep.
+    Returns the number of trials replayed (0 for a FIFO sweep)."""
+    from types import SimpleNamespace
+
+    from ray.tune.schedulers import AsyncHyperBandScheduler
+
+    scheduler = getattr(getattr(getattr(tuner, "_local_tuner", None), "_tune_config", None), "scheduler", None)
+    if not isinstance(scheduler, AsyncHyperBandScheduler):
+        return 0
+    if len(scheduler._brackets) != 1:  # the plugin's sweeps use one bracket; which bracket held a trial is not recorded
+        log("[tune] resumed sweep: ASHA's rung records not rebuilt (more than one bracket)")
+        return 0
+    bracket, sign = scheduler._brackets[0], 1.0 if mode == "max" else -1.0
+    replayed = 0
+    for reports_file in sorted(glob.glob(os.path.join(path, "trial_state", "*", REPORTS_FILE))):
+        trial = SimpleNamespace(trial_id=os.path.basename(os.path.dirname(reports_file)))
+        try:
+            with open(reports_file, encoding="utf-8") as f:
+                reports = json.load(f)
+        except (OSError, ValueError) as err:
+            log(f"[tune] resumed sweep: {reports_file} unreadable ({err}); its trial's rung records are not rebuilt")
+            continue
+        for report in reports:
+            bracket.on_result(trial, report[EPOCH], sign * float(report[SCORE]))
+        replayed += bool(reports)
+    if replayed:
+        log(f"[tune] resumed sweep: ASHA's rungs rebuilt from the reports of {replayed} trial(s)")
+    return replayed
 
 
 #: the sweep's sampler, seed, (stratified) trials and scheduler, in its folder: a resumed sweep reads them back
@@ -566,8 +603,10 @@ def _write_outputs(grid, path, base, space, metric_name, mode, probe, log, point
     from recbole_mkg.atomic_io import atomic_write_json, atomic_write_text
     from recbole_mkg.config import PATH_KEYS
 
+    from recbole_mkg.tune_chart import trial_curve, trials_chart
+
     tuned = sorted(space)
-    rows = []
+    rows, curves = [], {}
     for result in grid:
         metrics = result.metrics or {}
         trial_config = _trial_params(result.config or _saved_params(result.path), points)
@@ -586,7 +625,9 @@ def _write_outputs(grid, path, base, space, metric_name, mode, probe, log, point
             status = "reached the cap"
         else:
             status = "stopped early"
-        rows.append({"trial": metrics.get("trial_id") or os.path.basename(str(result.path)), "status": status,
+        trial_id = metrics.get("trial_id") or os.path.basename(str(result.path))
+        curves[trial_id] = trial_curve(history, metric_name, EPOCH)
+        rows.append({"trial": trial_id, "status": status,
                      f"best valid {metric_name}": best, "epochs": metrics.get(EPOCH),
                      **{f"test {k[5:]}": v for k, v in metrics.items() if k.startswith("test_")},
                      "params": params,
@@ -641,5 +682,13 @@ def _write_outputs(grid, path, base, space, metric_name, mode, probe, log, point
         lines += ["", f"Best: trial {best_row['trial']}, valid {metric_name} {best_row[key]:.4f}, params "
                       f"{best_row['params']}; test: {best_test}", f"Config: {best_path}"]
     atomic_write_text(os.path.join(path, "trials.md"), "\n".join(lines) + "\n")
+    out["chart"] = trials_chart(
+        os.path.join(path, "trials.png"),
+        [{"trial": r["trial"], "status": r["status"], "params": r["params"], "best": r[key],
+          "curve": curves[r["trial"]]} for r in rows],
+        metric_name, tuned, best_trial=best_row["trial"] if best_row else None,
+        title=f"Ray Tune sweep of {probe['model']} on {probe['dataset']}")
+    if out["chart"]:
+        lines.append(f"Chart: {out['chart']}")
     log("\n".join(lines))
     return out

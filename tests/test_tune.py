@@ -82,6 +82,7 @@ def test_two_trial_sweep_on_cpu_records_failure_and_resumes(local_ray, tiny_root
     assert set(out["best_test"]) >= {"recall@10", "ndcg@20"}
     table = open(f"{out['path']}/trials.md").read()
     assert "| ERROR |" in table and "| finished |" in table
+    assert out["chart"] == f"{out['path']}/trials.png" and os.path.getsize(out["chart"]) > 0
     assert open(f"{out['path']}/trials.csv").read().startswith("trial,status,best valid ndcg@20,epochs")
     # the best config is a config file that --config_files accepts
     best = yaml.safe_load(open(out["best_config"]))
@@ -438,9 +439,9 @@ def test_trials_get_absolute_folders_also_from_config_files(tiny_root, tmp_path,
 
 
 def test_a_trial_whose_worker_dies_goes_on_from_its_last_epoch(tiny_root, tmp_path):
-    """--trial_retries: the trial's worker process is killed mid-training; Ray restarts the trial from its
-    latest checkpoint (reported with every validation), so its epochs continue instead of starting again,
-    and it finishes its whole budget."""
+    """--trial_retries: the trial's worker process is killed mid-training; Ray restarts the trial, which goes
+    on from its progress file (written after every validation), so its epochs continue instead of starting
+    again, and it finishes its whole budget."""
     import os
     import signal
     import subprocess
@@ -473,14 +474,14 @@ def test_a_trial_whose_worker_dies_goes_on_from_its_last_epoch(tiny_root, tmp_pa
                 continue
         return None
 
-    def epochs_reported():
-        return sum(len(path.read_text().splitlines()) for path in tune_dir.glob("*/*/result.json"))
+    def epochs_reported():  # from the trial's own files (Ray's result.json reaches the folder up to 10 s late)
+        return sum(len(json.loads(path.read_text())) for path in tune_dir.glob("*/trial_state/*/reports.json"))
 
     killed, worker, deadline = None, None, time.time() + 300
     while killed is None and time.time() < deadline and driver.poll() is None:
         worker = worker or trial_worker()
-        # Ray keeps one checkpoint (num_to_keep=1): look for any, a few validated epochs in
-        if worker is not None and epochs_reported() >= 3 and list(tune_dir.glob("*/*/checkpoint_*")):
+        # a few validated epochs in, with the trial's progress file written
+        if worker is not None and epochs_reported() >= 3:
             worker.send_signal(signal.SIGKILL)
             killed = worker.pid
         time.sleep(0.05)
@@ -491,7 +492,7 @@ def test_a_trial_whose_worker_dies_goes_on_from_its_last_epoch(tiny_root, tmp_pa
     assert [(t["status"], t["epochs"]) for t in out["trials"]] == [("finished", 60)]
     rows = [json.loads(line) for line in open(next(tune_dir.glob("*/*/result.json")))]
     restarts = [r["epoch"] for r in rows if r["iterations_since_restore"] == 1]
-    assert len(restarts) == 2 and restarts[0] == 1, restarts  # the first start, and one restore
+    assert len(restarts) == 2 and restarts[0] == 1, (restarts, killed, [(r["epoch"], r["iterations_since_restore"], r.get("pid")) for r in rows])  # the first start, and one restore
     assert restarts[1] > 2  # went on after the checkpointed epochs, not from epoch 1
     epochs = [r["epoch"] for r in rows]
     assert epochs[-1] == 60 and len(epochs) - len(set(epochs)) <= 2  # at most the epochs after the checkpoint again
@@ -605,13 +606,11 @@ def test_a_trial_stopped_at_its_cap_has_reported_its_test_metrics(tiny_root, tmp
             raise Stopped
 
     monkeypatch.setattr(tune, "report", report)
-    monkeypatch.setattr(tune, "get_context", lambda: SimpleNamespace(get_trial_dir=lambda: str(tmp_path)))
-    monkeypatch.setattr(tune, "get_checkpoint", lambda: None)
-    monkeypatch.setattr(tune, "Checkpoint", SimpleNamespace(from_directory=lambda path: path))
+    monkeypatch.setattr(tune, "get_context", lambda: SimpleNamespace(get_trial_id=lambda: "t0"))
     config = tiny_config(tiny_root, epochs=3, stopping_step=10, my_models_own_key=1)
     config.pop("checkpoint_dir")
     setup = {"model": "BPR", "dataset": "mkg-tiny", "config_file_list": None, "config_dict": config,
-             "gpus_per_trial": 0, "points": None}
+             "gpus_per_trial": 0, "points": None, "sweep_path": str(tmp_path)}
     import warnings
 
     from recbole_mkg.config import UnknownConfigKeyWarning
@@ -625,3 +624,97 @@ def test_a_trial_stopped_at_its_cap_has_reported_its_test_metrics(tiny_root, tmp
     assert not any(k.startswith("test_") for r in reports[:2] for k in r)
     assert reports[-1]["finished"] is True and 0 <= reports[-1]["test_ndcg@20"] <= 1
     assert {"test_recall@10", "test_mrr@20"} <= set(reports[-1])
+
+
+def test_trial_curves_skip_the_separate_final_report_and_the_chart_is_drawn(tmp_path):
+    import pandas as pd
+
+    from recbole_mkg.tune_chart import _numeric_params, trial_curve, trials_chart
+
+    history = pd.DataFrame({"epoch": [1, 2, 3, 3], "valid_score": [0.1, 0.3, 0.2, 0.3],
+                            "valid_ndcg@20": [0.1, 0.3, 0.2, float("nan")]})  # the last: a final report
+    assert trial_curve(history, "ndcg@20") == ([1, 2, 3], [0.1, 0.3, 0.2])
+    assert trial_curve(None, "ndcg@20") == ([], []) and trial_curve(history, "recall@10") == ([], [])
+    trials = [{"trial": "a", "status": "finished", "params": {"learning_rate": 1e-4, "embedding_size": 64,
+                                                              "flag": True}, "best": 0.3, "curve": ([1, 2], [0.2, 0.3])},
+              {"trial": "b", "status": "stopped early", "params": {"learning_rate": 1e-2, "embedding_size": 64,
+                                                                   "flag": False}, "best": 0.1, "curve": ([1], [0.1])},
+              {"trial": "c", "status": "ERROR", "params": {"learning_rate": 1e-3, "embedding_size": 64,
+                                                           "flag": True}, "best": None, "curve": ([], [])}]
+    # only numbers that vary are plotted against (not a constant, not a boolean)
+    assert _numeric_params(trials[:2], ["embedding_size", "flag", "learning_rate"]) == ["learning_rate"]
+    path = trials_chart(str(tmp_path / "trials.png"), trials, "ndcg@20", ["embedding_size", "flag", "learning_rate"],
+                        best_trial="a")
+    assert path == str(tmp_path / "trials.png")
+    with open(path, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert trials_chart(str(tmp_path / "none.png"), trials[2:], "ndcg@20", ["learning_rate"]) is None
+    assert not (tmp_path / "none.png").exists()
+
+
+def test_a_resumed_asha_sweep_keeps_the_rungs_its_trials_recorded(local_ray, tiny_root, tmp_path, monkeypatch):
+    """Ray restores a resumed sweep's ASHA scheduler with empty rungs; a trial going on from epoch k would then
+    record its later scores in the earlier rungs, and later trials would be cut against them. The sweep is
+    killed mid-trial (driver, Ray and worker), resumed, and the scheduler Ray uses holds the trial's scores
+    *at* the milestones from before the kill, and its later milestones from after the resume."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    import recbole_mkg.tune as tune_module
+
+    space = tmp_path / "hyper.test"
+    space.write_text("learning_rate choice [0.01]\n")
+    config = tiny_config(tiny_root, epochs=24, stopping_step=100, train_batch_size=16)
+    config.pop("checkpoint_dir")
+    tune_dir = tmp_path / "tune"
+    args = dict(config_dict=config, num_samples=1, scheduler="asha", grace_period=1, reduction_factor=2,
+                tune_dir=str(tune_dir))
+    script = (
+        "import sys\n"
+        f"sys.path.insert(0, {os.path.dirname(os.path.dirname(os.path.abspath(__file__)))!r})\n"
+        "from recbole_mkg.tune import run_tune\n"
+        f"run_tune('BPR', 'mkg-tiny', {str(space)!r}, num_cpus=1, log=print, **{args!r})\n"
+    )
+    driver = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, start_new_session=True)
+    def reports():  # the trial's own record, written with its progress file
+        files = list(tune_dir.glob("*/trial_state/*/reports.json"))
+        return (files[0].parent.name, json.loads(files[0].read_text())) if files else (None, [])
+
+    deadline = time.time() + 300
+    while time.time() < deadline and driver.poll() is None and len(reports()[1]) < 3:
+        time.sleep(0.05)
+    assert driver.poll() is None, "the sweep ended before it could be interrupted: " + driver.communicate()[0][-3000:]
+    family = psutil.Process(driver.pid).children(recursive=True)
+    os.killpg(driver.pid, signal.SIGKILL)
+    for proc in family:
+        try:
+            proc.kill()
+        except psutil.Error:
+            pass
+    driver.communicate(timeout=60)
+    trial, before = reports()
+    assert 3 <= before[-1]["epoch"] < 24
+    score_at = {r["epoch"]: r["valid_score"] for r in before}
+
+    schedulers, replay = [], tune_module._replay_asha_rungs
+
+    def capture(tuner, *a, **k):
+        schedulers.append(tuner._local_tuner._tune_config.scheduler)
+        return replay(tuner, *a, **k)
+
+    monkeypatch.setattr(tune_module, "_replay_asha_rungs", capture)
+    logs = []
+    out = run_tune("BPR", "mkg-tiny", str(space), log=logs.append, **args)
+    assert [t["epochs"] for t in out["trials"]] == [24]
+    assert "[tune] resumed sweep: ASHA's rungs rebuilt from the reports of 1 trial(s)" in logs
+    rungs = {milestone: dict(recorded) for milestone, recorded in schedulers[0]._brackets[0]._rungs}
+    after = {r["epoch"]: r["valid_score"] for r in reports()[1]}
+    for milestone in (1, 2):  # reported before the kill: the score of that epoch, not a later one
+        assert rungs[milestone] == {trial: pytest.approx(score_at[milestone])}
+    # recorded by the resumed run into the scheduler the replay filled: Ray used that very object
+    assert rungs[16] == {trial: pytest.approx(after[16])}

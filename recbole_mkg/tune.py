@@ -602,7 +602,6 @@ def _write_outputs(grid, path, base, space, metric_name, mode, probe, log, point
     trial with the best validation score (a trial stopped early only when none completed)."""
     from recbole_mkg.atomic_io import atomic_write_json, atomic_write_text
     from recbole_mkg.config import PATH_KEYS
-
     from recbole_mkg.tune_chart import trial_curve, trials_chart
 
     tuned = sorted(space)

@@ -2,7 +2,7 @@
 
 Left: every trial's validation metric after each evaluation, coloured by status, so the scheduler's stops
 show where a line ends; the sweep's best trial drawn bold. Right: each trial's best validation metric
-against each numeric tuned parameter (a log axis when its values span 20x or more), the best one ringed.
+against each numeric tuned parameter (a log axis when its values span 10x or more), the best one ringed.
 """
 import math
 
@@ -57,10 +57,10 @@ def trials_chart(path, trials, metric_name, tuned, best_trial=None, title=None, 
         is_best = t["trial"] == best_trial
         ax.plot(*t["curve"], "o-", ms=2.5, lw=2.4 if is_best else 1.0, alpha=1.0 if is_best else 0.7,
                 color=STATUS_COLOURS.get(t["status"], "#8c8c8c"), zorder=3 if is_best else 2)
-    for status, colour in STATUS_COLOURS.items():
-        if status != "reached the cap" and any(t["status"] == status for t in reported):
-            ax.plot([], [], "o-", ms=2.5, color=colour, label="finished / reached the cap" if status == "finished"
-                    else status)
+    legend = {"finished": ("finished", "reached the cap"), "stopped early": ("stopped early",), "ERROR": ("ERROR",)}
+    for label, statuses in legend.items():
+        if any(t["status"] in statuses for t in reported):
+            ax.plot([], [], "o-", ms=2.5, color=STATUS_COLOURS[statuses[0]], label=" / ".join(statuses))
     if best_trial is not None:
         ax.plot([], [], "-", lw=2.4, color="black", label="best trial (bold)")
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
@@ -75,7 +75,7 @@ def trials_chart(path, trials, metric_name, tuned, best_trial=None, title=None, 
         for t in scored:
             if t["trial"] == best_trial:
                 ax.scatter([t["params"][name]], [t["best"]], s=110, facecolors="none", edgecolors="black", zorder=3)
-        if min(x) > 0 and max(x) / min(x) >= 20:
+        if min(x) > 0 and max(x) / min(x) >= 10:
             ax.set_xscale("log")
         ax.set_xlabel(name)
         ax.set_ylabel(f"best valid {metric_name}")

@@ -390,6 +390,11 @@ def run_tune(model, dataset, space_file, config_file_list=None, config_dict=None
                 _limit_restored_sweep(tuner, max_concurrent, log)
             _replay_asha_rungs(tuner, path, mode, log)
         else:
+            old_state = os.path.join(path, "trial_state")
+            if os.path.isdir(old_state):  # an earlier sweep of this name (--no_resume): its trials are not this one's
+                kept = f"{old_state}-before-{time.strftime('%Y%m%d-%H%M%S')}"
+                os.replace(old_state, kept)
+                log(f"[tune] new sweep in {path}: the earlier sweep's trial states moved to {kept}")
             chosen = record["scheduler"]
             if chosen["name"] == "asha":
                 # time_attr "epoch": the trial's final (test) report keeps the last epoch, max_t beyond it

@@ -103,6 +103,15 @@ def test_two_trial_sweep_on_cpu_records_failure_and_resumes(local_ray, tiny_root
     assert "[tune] resumed sweep: at most 1 trials at once" in logs
     assert sorted(t["trial"] for t in again["trials"]) == sorted(t["trial"] for t in out["trials"])
     assert again["best_params"] == out["best_params"]
+    # --no_resume: a new sweep under the same name; the earlier trials' states move aside, so that a later
+    # resume of the new sweep replays only its own trials into ASHA
+    fresh = run_tune("BPR", "mkg-tiny", str(space), config_dict=config, num_samples=1, resume=False,
+                     tune_dir=str(tmp_path / "tune"), num_cpus=2, log=logs.append)
+    assert any("the earlier sweep's trial states moved to" in line for line in logs)
+    states = {p.name for p in (tmp_path / "tune" / "BPR-mkg-tiny" / "trial_state").iterdir()}
+    # (the trial that fails on its config fails before it has a state)
+    assert states == {t["trial"] for t in fresh["trials"] if t["status"] != "ERROR"}
+    assert not states & {t["trial"] for t in out["trials"]}
 
 
 def test_equal_budget_comparison_tunes_every_model_on_the_split_then_runs_the_best(local_ray, tiny_root, tmp_path):

@@ -420,6 +420,8 @@ def run_tune(model, dataset, space_file, config_file_list=None, config_dict=None
                                           failure_config=tune.FailureConfig(max_failures=int(trial_retries), fail_fast=False)),
             )
             atomic_write_json(os.path.join(path, SWEEP_RECORD), record)
+        _show_progress(tuner, record, space, points, max_epochs, metric_name, mode, path,
+                       disable=not probe["show_progress"])
         start = time.time()
         grid = tuner.fit()
         log(f"[tune] sweep finished in {time.time() - start:.1f} s")
@@ -452,6 +454,37 @@ def _limit_restored_sweep(tuner, max_concurrent, log):
     log(f"[tune] resumed sweep: at most {limit} trials at once")
 
 
+def _show_progress(tuner, record, space, points, max_epochs, metric_name, mode, path, disable=False):
+    """Add a :class:`~recbole_mkg.tune_progress.SweepProgress` bar to the tuner's callbacks (new or
+    restored sweep); its budget is the sweep's trials x ``max_epochs``, less the epochs its trials recorded."""
+    from recbole_mkg.tune_progress import SweepProgress
+
+    run_config = getattr(getattr(tuner, "_local_tuner", None), "get_run_config", lambda: None)()
+    if run_config is None:  # e.g. a Ray client tuner: Ray's own output only
+        return None
+    if points is not None:
+        n_trials = len(points)
+    else:
+        grids = [len(v["grid_search"]) for v in space.values() if isinstance(v, dict) and "grid_search" in v]
+        n_trials = int(record["num_samples"]) * math.prod(grids)
+    recorded = {trial: reports[-1][EPOCH] for trial, reports in _recorded_reports(path, lambda *_: None).items() if reports}
+    progress = SweepProgress(n_trials, max_epochs, metric_name, mode, EPOCH, SCORE, recorded=recorded, disable=disable)
+    run_config.callbacks = list(run_config.callbacks or []) + [progress]
+    return progress
+
+
+def _recorded_reports(path, log):
+    """trial id -> its validation reports so far (``[{epoch, valid_score}]``), from the sweep's trial states."""
+    out = {}
+    for reports_file in sorted(glob.glob(os.path.join(path, "trial_state", "*", REPORTS_FILE))):
+        try:
+            with open(reports_file, encoding="utf-8") as f:
+                out[os.path.basename(os.path.dirname(reports_file))] = json.load(f)
+        except (OSError, ValueError) as err:
+            log(f"[tune] {reports_file} unreadable ({err}); its trial's reports are left out")
+    return out
+
+
 def _replay_asha_rungs(tuner, path, mode, log):
     """Give a resumed sweep's ASHA scheduler the rung records its trials made before the interruption.
 
@@ -476,16 +509,9 @@ def _replay_asha_rungs(tuner, path, mode, log):
         return 0
     bracket, sign = scheduler._brackets[0], 1.0 if mode == "max" else -1.0
     replayed = 0
-    for reports_file in sorted(glob.glob(os.path.join(path, "trial_state", "*", REPORTS_FILE))):
-        trial = SimpleNamespace(trial_id=os.path.basename(os.path.dirname(reports_file)))
-        try:
-            with open(reports_file, encoding="utf-8") as f:
-                reports = json.load(f)
-        except (OSError, ValueError) as err:
-            log(f"[tune] resumed sweep: {reports_file} unreadable ({err}); its trial's rung records are not rebuilt")
-            continue
+    for trial_id, reports in _recorded_reports(path, log).items():
         for report in reports:
-            bracket.on_result(trial, report[EPOCH], sign * float(report[SCORE]))
+            bracket.on_result(SimpleNamespace(trial_id=trial_id), report[EPOCH], sign * float(report[SCORE]))
         replayed += bool(reports)
     if replayed:
         log(f"[tune] resumed sweep: ASHA's rungs rebuilt from the reports of {replayed} trial(s)")

@@ -246,16 +246,18 @@ def test_stratified_sampler_rejects_what_it_cannot_stratify(tmp_path):
                  tune_dir=str(tmp_path / "tune"))
 
 
-def test_stratified_sweep_runs_its_trials_and_keeps_them_when_resumed(local_ray, tiny_root, tmp_path):
+def test_stratified_sweep_runs_its_trials_and_keeps_them_when_resumed(local_ray, tiny_root, tmp_path, capfd):
     from recbole_mkg.tune_sampling import stratified_trials
 
     space = tmp_path / "hyper.test"
     space.write_text("learning_rate loguniform -6,-3\nembedding_size choice [8,16]\n")
-    config = tiny_config(tiny_root, epochs=1)
+    config = tiny_config(tiny_root, epochs=1, show_progress=True)
     config.pop("checkpoint_dir")
     expected = stratified_trials(parse_search_space(str(space)), 2, seed=11)
     out = run_tune("BPR", "mkg-tiny", str(space), config_dict=config, num_samples=2, scheduler="fifo",
                    tune_dir=str(tmp_path / "tune"), num_cpus=2, sampler="stratified", tune_seed=11, log=lambda _: None)
+    # the driver's progress bar: the budget of 2 trials x 1 epoch, run in full
+    assert re.search(r"sweep: 100%\S* 2/2 .*trials done 2, running 0, failed 0, best valid ndcg@20", capfd.readouterr().err)
     key = lambda p: (p["embedding_size"], p["learning_rate"])  # noqa: E731
     assert sorted(map(key, (t["params"] for t in out["trials"]))) == sorted(map(key, expected))
     assert all(t["status"] == "finished" for t in out["trials"])
@@ -727,3 +729,34 @@ def test_a_resumed_asha_sweep_keeps_the_rungs_its_trials_recorded(local_ray, tin
         assert rungs[milestone] == {trial: pytest.approx(score_at[milestone])}
     # recorded by the resumed run into the scheduler the replay filled: Ray used that very object
     assert rungs[16] == {trial: pytest.approx(after[16])}
+
+
+def test_the_sweep_progress_bar_counts_epochs_and_shrinks_for_stopped_trials():
+    import io
+    from types import SimpleNamespace
+
+    from recbole_mkg.tune import EPOCH, SCORE
+    from recbole_mkg.tune_progress import SweepProgress
+
+    out = io.StringIO()
+    # a resumed sweep: trial b ran 4 epochs before; the bar starts there
+    bar = SweepProgress(3, 10, "ndcg@20", "max", EPOCH, SCORE, recorded={"b": 4}, file=out)
+    a, b, c = (SimpleNamespace(trial_id=i) for i in "abc")
+    assert (bar.bar.n, bar.bar.total) == (4, 30)
+    for epoch, score in ((1, 0.1), (2, 0.3)):
+        bar.on_trial_result(0, [], a, {EPOCH: epoch, SCORE: score})
+    bar.on_trial_result(0, [], b, {EPOCH: 5, SCORE: 0.2})  # b goes on from epoch 4: one epoch more
+    assert bar.bar.n == 4 + 2 + 1
+    bar.on_trial_complete(0, [], a)  # stopped by the scheduler after 2 of 10 epochs
+    assert bar.bar.total == 30 - 8
+    bar.on_trial_error(0, [], c)  # failed before any report
+    assert bar.bar.total == 30 - 8 - 10
+    bar.on_trial_result(0, [], a, {EPOCH: 3, SCORE: 0.9})  # a late report of an ended trial changes nothing
+    assert bar.bar.n == 7 and bar.best == (0.3, "a")
+    text = out.getvalue()
+    assert "trials done 1, running 1, failed 1, best valid ndcg@20 0.3000 (a)" in text
+    bar.on_experiment_end([])
+    assert bar.bar.total == bar.bar.n == 7
+    import pickle
+
+    assert pickle.loads(pickle.dumps(bar)).epochs == {"a": 2, "b": 5}  # Ray may pickle its callbacks

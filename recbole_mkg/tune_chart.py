@@ -32,7 +32,7 @@ def _numeric_params(trials, tuned):
     return out
 
 
-def trials_chart(path, trials, metric_name, tuned, best_trial=None, title=None, max_params=3):
+def trials_chart(path, trials, metric_name, tuned, best_trial=None, title=None, max_params=4):
     """Write ``path`` (PNG) and return it, or None when no trial reported a validation.
 
     ``trials``: dicts with ``trial``, ``status``, ``params`` (name -> value), ``curve`` (``(epochs, scores)``,
@@ -77,6 +77,7 @@ def trials_chart(path, trials, metric_name, tuned, best_trial=None, title=None, 
                 ax.scatter([t["params"][name]], [t["best"]], s=110, facecolors="none", edgecolors="black", zorder=3)
         if min(x) > 0 and max(x) / min(x) >= 10:
             ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # labelled decades only
         ax.set_xlabel(name)
         ax.set_ylabel(f"best valid {metric_name}")
     if title:

@@ -21,7 +21,7 @@ class SweepProgress(Callback):
         self.epoch_key, self.score_key = epoch_key, score_key
         self.epochs = dict(recorded or {})  # trial id -> epochs reported
         done_epochs = sum(min(e, self.max_epochs) for e in self.epochs.values())
-        self.ended, self.failed = set(), set()
+        self.ended, self.failed, self.active = set(), set(), set()  # active: trials that reported in this run
         self.best = None  # (score, trial id)
         budget = int(n_trials) * self.max_epochs
         self._bar_args = dict(total=budget, initial=min(int(done_epochs), budget), desc="sweep", unit="epoch",
@@ -41,7 +41,7 @@ class SweepProgress(Callback):
         return state
 
     def _postfix(self):
-        running = len([t for t in self.epochs if t not in self.ended])
+        running = len(self.active - self.ended)
         best = "-" if self.best is None else f"{self.best[0]:.4f} ({self.best[1]})"
         self.bar.set_postfix_str(f"trials done {len(self.ended) - len(self.failed)}, running {running}, "
                                  f"failed {len(self.failed)}, best valid {self.metric_name} {best}", refresh=True)
@@ -50,6 +50,7 @@ class SweepProgress(Callback):
         epoch, score = result.get(self.epoch_key), result.get(self.score_key)
         if epoch is None or trial.trial_id in self.ended:
             return
+        self.active.add(trial.trial_id)
         before = self.epochs.get(trial.trial_id, 0)
         if epoch > before:
             self.bar.update(min(epoch, self.max_epochs) - min(before, self.max_epochs))

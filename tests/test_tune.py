@@ -739,24 +739,25 @@ def test_the_sweep_progress_bar_counts_epochs_and_shrinks_for_stopped_trials():
     from recbole_mkg.tune_progress import SweepProgress
 
     out = io.StringIO()
-    # a resumed sweep: trial b ran 4 epochs before; the bar starts there
-    bar = SweepProgress(3, 10, "ndcg@20", "max", EPOCH, SCORE, recorded={"b": 4}, file=out)
+    # a resumed sweep: trial b ran 4 epochs before, trial d finished before (it reports no more); the bar
+    # starts at their epochs
+    bar = SweepProgress(4, 10, "ndcg@20", "max", EPOCH, SCORE, recorded={"b": 4, "d": 10}, file=out)
     a, b, c = (SimpleNamespace(trial_id=i) for i in "abc")
-    assert (bar.bar.n, bar.bar.total) == (4, 30)
+    assert (bar.bar.n, bar.bar.total) == (14, 40)
     for epoch, score in ((1, 0.1), (2, 0.3)):
         bar.on_trial_result(0, [], a, {EPOCH: epoch, SCORE: score})
     bar.on_trial_result(0, [], b, {EPOCH: 5, SCORE: 0.2})  # b goes on from epoch 4: one epoch more
-    assert bar.bar.n == 4 + 2 + 1
+    assert bar.bar.n == 14 + 2 + 1
     bar.on_trial_complete(0, [], a)  # stopped by the scheduler after 2 of 10 epochs
-    assert bar.bar.total == 30 - 8
+    assert bar.bar.total == 40 - 8
     bar.on_trial_error(0, [], c)  # failed before any report
-    assert bar.bar.total == 30 - 8 - 10
+    assert bar.bar.total == 40 - 8 - 10
     bar.on_trial_result(0, [], a, {EPOCH: 3, SCORE: 0.9})  # a late report of an ended trial changes nothing
-    assert bar.bar.n == 7 and bar.best == (0.3, "a")
+    assert bar.bar.n == 17 and bar.best == (0.3, "a")
     text = out.getvalue()
     assert "trials done 1, running 1, failed 1, best valid ndcg@20 0.3000 (a)" in text
     bar.on_experiment_end([])
-    assert bar.bar.total == bar.bar.n == 7
+    assert bar.bar.total == bar.bar.n == 17
     import pickle
 
-    assert pickle.loads(pickle.dumps(bar)).epochs == {"a": 2, "b": 5}  # Ray may pickle its callbacks
+    assert pickle.loads(pickle.dumps(bar)).epochs == {"a": 2, "b": 5, "d": 10}  # Ray may pickle its callbacks

@@ -383,12 +383,14 @@ def run_tune(model, dataset, space_file, config_file_list=None, config_dict=None
                  "gpus_per_trial": float(gpus_per_trial), "points": points, "sweep_path": path}
         trainable = tune.with_resources(tune.with_parameters(_trainable, setup=setup),
                                         {"cpu": float(cpus_per_trial), "gpu": float(gpus_per_trial)})
+        # each trial's reports so far (a new sweep has none: an earlier sweep's trial states move aside below)
+        recorded = _recorded_reports(path, log) if restoring else {}
         if restoring:
             log(f"[tune] resuming {path}")
             tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=False)
             if max_concurrent is not None:
                 _limit_restored_sweep(tuner, max_concurrent, log)
-            _replay_asha_rungs(tuner, path, mode, log)
+            _replay_asha_rungs(tuner, recorded, mode, log)
         else:
             old_state = os.path.join(path, "trial_state")
             if os.path.isdir(old_state):  # an earlier sweep of this name (--no_resume): its trials are not this one's
@@ -420,7 +422,7 @@ def run_tune(model, dataset, space_file, config_file_list=None, config_dict=None
                                           failure_config=tune.FailureConfig(max_failures=int(trial_retries), fail_fast=False)),
             )
             atomic_write_json(os.path.join(path, SWEEP_RECORD), record)
-        _show_progress(tuner, record, space, points, max_epochs, metric_name, mode, path,
+        _show_progress(tuner, record, space, points, max_epochs, metric_name, mode, recorded,
                        disable=not probe["show_progress"])
         start = time.time()
         grid = tuner.fit()
@@ -454,9 +456,10 @@ def _limit_restored_sweep(tuner, max_concurrent, log):
     log(f"[tune] resumed sweep: at most {limit} trials at once")
 
 
-def _show_progress(tuner, record, space, points, max_epochs, metric_name, mode, path, disable=False):
+def _show_progress(tuner, record, space, points, max_epochs, metric_name, mode, recorded, disable=False):
     """Add a :class:`~recbole_mkg.tune_progress.SweepProgress` bar to the tuner's callbacks (new or
-    restored sweep); its budget is the sweep's trials x ``max_epochs``, less the epochs its trials recorded."""
+    restored sweep); its budget is the sweep's trials x ``max_epochs``, less the epochs its trials recorded
+    (``recorded``: :func:`_recorded_reports`)."""
     from recbole_mkg.tune_progress import SweepProgress
 
     run_config = getattr(getattr(tuner, "_local_tuner", None), "get_run_config", lambda: None)()
@@ -467,8 +470,8 @@ def _show_progress(tuner, record, space, points, max_epochs, metric_name, mode, 
     else:
         grids = [len(v["grid_search"]) for v in space.values() if isinstance(v, dict) and "grid_search" in v]
         n_trials = int(record["num_samples"]) * math.prod(grids)
-    recorded = {trial: reports[-1][EPOCH] for trial, reports in _recorded_reports(path, lambda *_: None).items() if reports}
-    progress = SweepProgress(n_trials, max_epochs, metric_name, mode, EPOCH, SCORE, recorded=recorded, disable=disable)
+    epochs_run = {trial: reports[-1][EPOCH] for trial, reports in recorded.items() if reports}
+    progress = SweepProgress(n_trials, max_epochs, metric_name, mode, EPOCH, SCORE, recorded=epochs_run, disable=disable)
     run_config.callbacks = list(run_config.callbacks or []) + [progress]
     return progress
 
@@ -485,7 +488,7 @@ def _recorded_reports(path, log):
     return out
 
 
-def _replay_asha_rungs(tuner, path, mode, log):
+def _replay_asha_rungs(tuner, recorded, mode, log):
     """Give a resumed sweep's ASHA scheduler the rung records its trials made before the interruption.
 
     Ray restores the scheduler of a resumed sweep as it was created, with empty rungs. A trial that goes on
@@ -496,7 +499,7 @@ def _replay_asha_rungs(tuner, path, mode, log):
     (written with its progress file, so it holds every epoch the trial goes on after; Ray's own
     ``result.json`` reaches the sweep's folder up to 10 s late), are replayed into the scheduler's bracket
     before ``fit``: each rung then holds the score at its milestone, as in an uninterrupted sweep.
-    Returns the number of trials replayed (0 for a FIFO sweep)."""
+    ``recorded``: :func:`_recorded_reports`. Returns the number of trials replayed (0 for a FIFO sweep)."""
     from types import SimpleNamespace
 
     from ray.tune.schedulers import AsyncHyperBandScheduler
@@ -509,7 +512,7 @@ def _replay_asha_rungs(tuner, path, mode, log):
         return 0
     bracket, sign = scheduler._brackets[0], 1.0 if mode == "max" else -1.0
     replayed = 0
-    for trial_id, reports in _recorded_reports(path, log).items():
+    for trial_id, reports in recorded.items():
         for report in reports:
             bracket.on_result(SimpleNamespace(trial_id=trial_id), report[EPOCH], sign * float(report[SCORE]))
         replayed += bool(reports)
